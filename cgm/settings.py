@@ -1,0 +1,185 @@
+"""Settings for the CGM notification service.
+
+Everything that differs between a laptop and production comes from the environment,
+read by the small helpers below, which refuse bad values instead of guessing.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value in (None, "") else value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {value!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+
+# Local mode (DEBUG on: `make run`, the tests) gets a fixed key that says what it is.
+# Production (DEBUG off) must bring its own secret and host list: no silent defaults.
+SECRET_KEY = env_str("SECRET_KEY")
+if SECRET_KEY is None:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set in the environment when DEBUG is off.")
+    SECRET_KEY = "local-only-insecure-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
+if not ALLOWED_HOSTS:
+    if not DEBUG:
+        raise ImproperlyConfigured("ALLOWED_HOSTS must be set in the environment when DEBUG is off.")
+    ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver"]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_eventstream",
+    "stations",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cgm.urls"
+ASGI_APPLICATION = "cgm.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+# Embedded default: a SQLite file in the checkout. DATABASE_URL selects anything else.
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # BEGIN IMMEDIATE takes the write lock up front, so concurrent writers queue on
+        # busy_timeout instead of failing with "database is locked" when a read
+        # transaction tries to upgrade (DESIGN.md trap 2).
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        # WAL lets stream reads run while an ingest writes; synchronous=NORMAL is safe
+        # under WAL (a power cut can lose the last commits, never corrupt the file).
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Reusing a thread's SQLite connection is cheap and safe; the stream's read pool is
+    # bounded, so connections stay bounded too.
+    DATABASES["default"]["CONN_MAX_AGE"] = None
+    DATABASES["default"]["TEST"] = {"NAME": env_str("CGM_TEST_SQLITE_NAME")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- REST API ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "notifications.api_errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Event stream -------------------------------------------------------------------------
+# django-eventstream is the publish path (send_event) and the in-process fan-out; its
+# storage is our notification log, so Last-Event-ID resume reads the real history.
+EVENTSTREAM_STORAGE_CLASS = "notifications.eventlog.NotificationLogStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "notifications.channels.StationChannelManager"
+
+# Body limit for POST /api/event (bytes) and events per batch.
+CGM_INGEST_MAX_BODY_BYTES = env_int("CGM_INGEST_MAX_BODY_BYTES", 1024 * 1024)
+CGM_INGEST_MAX_BATCH = env_int("CGM_INGEST_MAX_BATCH", 1000)
+# Stream tuning: heartbeats well under the 60 s idle timeout of common proxies.
+CGM_SSE_HEARTBEAT_SECONDS = env_int("CGM_SSE_HEARTBEAT_SECONDS", 15)
+CGM_SSE_RETRY_MS = env_int("CGM_SSE_RETRY_MS", 3000)
+CGM_SSE_MAX_STATIONS = env_int("CGM_SSE_MAX_STATIONS", 500)
+CGM_SSE_REPLAY_PAGE = env_int("CGM_SSE_REPLAY_PAGE", 500)
+# Threads (and so DB connections) shared by all open streams for their log reads.
+CGM_SSE_DB_THREADS = env_int("CGM_SSE_DB_THREADS", 4)
+# Events queued per stream and station before the stream catches up from the log.
+CGM_SSE_MAX_PENDING = env_int("CGM_SSE_MAX_PENDING", 200)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django_eventstream": {"level": "WARNING"}},
+}
+
+# Daphne serves static files itself in the embedded default (see cgm/urls.py).
+CGM_SERVE_STATIC = env_bool("CGM_SERVE_STATIC", True)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CGM_INGEST_MAX_BODY_BYTES

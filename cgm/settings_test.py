@@ -1,0 +1,7 @@
+"""Settings for the test suite: local mode, whatever the shell exports."""
+
+import os
+
+os.environ.setdefault("DEBUG", "1")
+
+from cgm.settings import *  # noqa: E402,F403

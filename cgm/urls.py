@@ -1,0 +1,23 @@
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import path, re_path
+
+from notifications import api, stream, views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("admin/", admin.site.urls),
+    path("api/event", api.EventIngestView.as_view(), name="event-ingest"),
+    path("api/event/", api.EventIngestView.as_view()),
+    path("api/notifications", api.NotificationHistoryView.as_view(), name="notification-history"),
+    path("api/sse/", stream.station_stream, name="stream-stations"),
+    path("api/sse/stations/<str:station>/", stream.station_stream, name="stream-station"),
+]
+
+if settings.CGM_SERVE_STATIC:
+    # The embedded default has no web server in front: Daphne serves the admin's and
+    # the dashboard's few static files itself. Behind nginx, set CGM_SERVE_STATIC=0.
+    urlpatterns.append(
+        re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True})
+    )

@@ -1,0 +1,97 @@
+"""HTTP API: POST /api/event (ingest) and GET /api/notifications (history).
+
+Thin on purpose: parse and validate, call the service, render the stored rows.
+"""
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from notifications.api_errors import ApiError
+from notifications.cursor import format_cursor
+from notifications.eventlog import log_positions
+from notifications.models import Notification
+from notifications.representation import notification_data
+from notifications.serializers import validate_events
+from notifications.services import notification_ingest
+
+
+def _too_large(message: str) -> ApiError:
+    return ApiError(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "too_large", message)
+
+
+class EventIngestView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        limit = settings.CGM_INGEST_MAX_BODY_BYTES
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            raise _too_large(f"The body is larger than {limit} bytes.")
+        try:
+            body = request.data
+        except RequestDataTooBig:
+            raise _too_large(f"The body is larger than {limit} bytes.") from None
+
+        batch = isinstance(body, list)
+        raw_events = body if batch else [body]
+        if batch and not raw_events:
+            raise ApiError(400, "invalid", "The batch is empty.", {"body": ["Empty array."]})
+        if len(raw_events) > settings.CGM_INGEST_MAX_BATCH:
+            raise _too_large(f"At most {settings.CGM_INGEST_MAX_BATCH} events per batch.")
+
+        events, errors = validate_events(raw_events, batch=batch)
+        if errors:
+            message = "The batch is invalid; nothing was stored." if batch else "The event is invalid."
+            raise ApiError(400, "invalid", message, errors)
+
+        stored = notification_ingest(events=events)
+        any_created = any(s.created for s in stored)
+        code = status.HTTP_201_CREATED if any_created else status.HTTP_200_OK
+        data = [notification_data(s.notification) for s in stored]
+        return Response(data if batch else data[0], status=code)
+
+
+class NotificationHistoryView(APIView):
+    """Newest notifications of some stations, with the cursor they are valid at.
+
+    A dashboard shows this list, then streams from `cursor`: no gap, no repeats.
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        codes = list(dict.fromkeys(request.query_params.getlist("station")))
+        if not codes:
+            raise ApiError(400, "invalid", "Name at least one station.", {"station": ["Required."]})
+        try:
+            limit = min(max(int(request.query_params.get("limit", 50)), 1), 500)
+        except ValueError:
+            raise ApiError(400, "invalid", "limit must be an integer.", {"limit": ["Not an integer."]}) from None
+
+        # Positions first: every row below is at or before them, so streaming from this
+        # cursor neither repeats a row of the list nor misses one committed meanwhile.
+        positions = log_positions(codes)
+        missing = [code for code in codes if code not in positions]
+        if missing:
+            raise ApiError(404, "not_found", "Unknown station.", {"station": missing})
+        rows = (
+            Notification.objects.filter(station__code__in=codes)
+            .select_related("station", "box", "connector")
+            .order_by("-id")[:limit]
+        )
+        items = [
+            notification_data(row)
+            for row in rows
+            if row.seq <= positions[row.station.code].last_seq
+        ]
+        cursor = format_cursor({code: positions[code].last_seq for code in codes})
+        return Response({"cursor": cursor, "results": items})

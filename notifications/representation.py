@@ -1,0 +1,41 @@
+"""What a stored notification looks like on the wire: the API body and the SSE data line.
+
+One function builds it for the ingest response, the live publish and the log replay,
+so a client sees the same bytes whichever way an event reaches it.
+"""
+
+import json
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from notifications.models import Notification
+
+
+def _iso(value):
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def notification_data(notification: Notification) -> dict:
+    # Codes come from the related rows; callers load them with select_related or
+    # already hold them (ingest), so this never queries.
+    box = notification.box
+    connector = notification.connector
+    return {
+        "id": notification.message_id,
+        "stationId": notification.station.code,
+        "boxId": box.code if box is not None else None,
+        "connectorId": connector.code if connector is not None else None,
+        "faultType": notification.fault_type,
+        "action": notification.action,
+        "message": notification.message,
+        "code": notification.code,
+        "timestamp": _iso(notification.occurred_at),
+        "receivedAt": _iso(notification.received_at),
+        "seq": notification.seq,
+        "extra": notification.extra,
+    }
+
+
+def encode_data(data: dict) -> str:
+    # json.dumps never emits a newline without indent, so this is one SSE data line.
+    return json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False)

@@ -1,0 +1,174 @@
+"""Validation of posted events (the seed's camelCase JSON) into ingest-ready values."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rest_framework import serializers
+
+from stations.models import Box, Connector, Station
+
+# Keys the model stores in columns; anything else a sender adds is kept in `extra`.
+KNOWN_KEYS = {
+    "id",
+    "stationId",
+    "boxId",
+    "connectorId",
+    "faultType",
+    "action",
+    "message",
+    "code",
+    "timestamp",
+}
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: DRF's CharField would quietly turn 42 into "42"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ConnectorIdField(serializers.CharField):
+    """Connector ids are strings in the seed and integers in OCPP: accept both."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, str | int):
+            raise serializers.ValidationError("Must be a string or an integer.")
+        return super().to_internal_value(str(data))
+
+
+@dataclass
+class EventInput:
+    """One validated event, with its equipment resolved to rows."""
+
+    message_id: str
+    station: Station
+    box: Box | None
+    connector: Connector | None
+    fault_type: str
+    action: str
+    message: str
+    code: str
+    occurred_at: datetime | None
+    extra: dict
+    payload: dict = field(repr=False)
+
+
+class Equipment:
+    """The stations, boxes and connectors a request names, loaded in three queries."""
+
+    def __init__(self, raw_events: list):
+        def strings(key):
+            return {e[key] for e in raw_events if isinstance(e, dict) and isinstance(e.get(key), str)}
+
+        box_codes = strings("boxId")
+        connector_codes = strings("connectorId") | {
+            str(e["connectorId"])
+            for e in raw_events
+            if isinstance(e, dict) and type(e.get("connectorId")) is int
+        }
+        self.stations = {s.code: s for s in Station.objects.filter(code__in=strings("stationId"))}
+        self.boxes: dict[str, list[Box]] = {}
+        for box in Box.objects.filter(code__in=box_codes) if box_codes else []:
+            self.boxes.setdefault(box.code, []).append(box)
+        self.connectors = {
+            (c.box_id, c.code): c
+            for c in (
+                Connector.objects.filter(
+                    box__in=[b for boxes in self.boxes.values() for b in boxes],
+                    code__in=connector_codes,
+                )
+                if connector_codes and self.boxes
+                else []
+            )
+        }
+
+
+class EventSerializer(serializers.Serializer):
+    id = StrictCharField(max_length=128)
+    stationId = StrictCharField(max_length=64)  # noqa: N815 (the seed's field names)
+    boxId = StrictCharField(max_length=64, required=False, allow_null=True)  # noqa: N815
+    connectorId = ConnectorIdField(max_length=64, required=False, allow_null=True)  # noqa: N815
+    faultType = StrictCharField(max_length=64)  # noqa: N815
+    action = StrictCharField(max_length=64)
+    message = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=4000)
+    code = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=64)
+    timestamp = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate(self, attrs):
+        equipment: Equipment = self.context["equipment"]
+        station = equipment.stations.get(attrs["stationId"])
+        if station is None:
+            raise serializers.ValidationError({"stationId": [f"Unknown station {attrs['stationId']!r}."]})
+
+        box = None
+        box_code = attrs.get("boxId")
+        if box_code is not None:
+            candidates = equipment.boxes.get(box_code, [])
+            box = next((b for b in candidates if b.station_id == station.pk), None)
+            if box is None:
+                message = (
+                    f"Box {box_code!r} does not belong to station {station.code!r}."
+                    if candidates
+                    else f"Unknown box {box_code!r}."
+                )
+                raise serializers.ValidationError({"boxId": [message]})
+
+        connector = None
+        connector_code = attrs.get("connectorId")
+        if connector_code is not None:
+            if box is None:
+                raise serializers.ValidationError({"connectorId": ["A connectorId needs a boxId."]})
+            connector = equipment.connectors.get((box.pk, connector_code))
+            if connector is None:
+                raise serializers.ValidationError(
+                    {"connectorId": [f"Unknown connector {connector_code!r} on box {box.code!r}."]}
+                )
+
+        payload = self.initial_data
+        return EventInput(
+            message_id=attrs["id"],
+            station=station,
+            box=box,
+            connector=connector,
+            fault_type=attrs["faultType"],
+            action=attrs["action"],
+            message=attrs.get("message") or "",
+            code=attrs.get("code") or "",
+            occurred_at=attrs.get("timestamp"),
+            extra={k: v for k, v in payload.items() if k not in KNOWN_KEYS},
+            payload=payload,
+        )
+
+
+def validate_events(
+    raw_events: list, *, batch: bool
+) -> tuple[list[EventInput], dict[str, list[str]]]:
+    """Validate every event of a request; errors are keyed "field", or "[index].field"
+    in a batch, so a sender can find the offending value."""
+    equipment = Equipment(raw_events)
+    inputs: list[EventInput] = []
+    errors: dict[str, list[str]] = {}
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_events):
+        prefix = f"[{index}]." if batch else ""
+        if not isinstance(raw, dict):
+            errors[f"[{index}]" if batch else "body"] = ["Expected a JSON object for each event."]
+            continue
+        serializer = EventSerializer(data=raw, context={"equipment": equipment})
+        if not serializer.is_valid():
+            for name, messages in serializer.errors.items():
+                key = "" if name == "non_field_errors" else name
+                errors[f"{prefix}{key}".rstrip(".") or "body"] = [str(m) for m in messages]
+            continue
+        event = serializer.validated_data
+        if event.message_id in seen:
+            errors[f"{prefix}id"] = [
+                f"Duplicate id {event.message_id!r} (also at index {seen[event.message_id]})."
+            ]
+            continue
+        seen[event.message_id] = index
+        inputs.append(event)
+    return inputs, errors

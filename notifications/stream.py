@@ -1,0 +1,213 @@
+"""GET /api/sse/stations/<code>/ and /api/sse/?station=A&station=B: live notification streams.
+
+Why not django-eventstream's own `events` view: it reads storage in the request's
+thread-sensitive executor, so each open stream pins an OS thread and a DB connection
+(DESIGN.md trap 1), caps streams at 10 channels, and sends no cursor before the first
+event. This view keeps django-eventstream's fan-out (its listener manager receives
+every send_event), and reads the log in a small shared thread pool, so threads and DB
+connections stay bounded however many streams are open. The ASGI entry point
+(cgm/asgi.py) also keeps Django from giving each stream a thread of its own.
+
+A stream's life: register a listener, read the stations' log positions, send the
+cursor, replay from the client's cursor if it sent one, then forward live events.
+Live events are checked against the cursor: one already sent is skipped, one that
+skips ahead (a publish overtaken by a later one, or a listener overflow) makes the
+stream read the missing entries from the log. Nothing missed, nothing twice.
+"""
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.http import require_GET
+from django_eventstream.views import Listener, get_listener_manager
+
+from notifications.cursor import CursorError, cursor_from_request, format_cursor, parse_cursor
+from notifications.eventlog import LogPosition, log_entries_after, log_positions
+from notifications.publish import EVENT_TYPE
+from stations.models import code_validator
+
+_db_pool = ThreadPoolExecutor(
+    max_workers=settings.CGM_SSE_DB_THREADS, thread_name_prefix="stream-db"
+)
+
+
+async def run_db(fn, *args):
+    """Run a log read in the shared pool, whatever the number of open streams."""
+
+    def call():
+        try:
+            return fn(*args)
+        finally:
+            # Closes the connection unless CONN_MAX_AGE says to keep it (SQLite keeps
+            # one per pool thread; a PostgreSQL pool gets it back at once).
+            close_old_connections()
+
+    return await sync_to_async(call, thread_sensitive=False, executor=_db_pool)()
+
+
+def _error(status: int, error: str, message: str, fields: dict | None = None) -> JsonResponse:
+    body = {"error": error, "message": message}
+    if fields:
+        body["fields"] = fields
+    return JsonResponse(body, status=status)
+
+
+def _requested_codes(request, station: str | None) -> list[str]:
+    codes = [station] if station is not None else request.GET.getlist("station")
+    # Also accept ?station=A,B; keep the caller's order, drop repeats.
+    split = [part.strip() for code in codes for part in code.split(",") if part.strip()]
+    return list(dict.fromkeys(split))
+
+
+@require_GET
+async def station_stream(request, station: str | None = None):
+    codes = _requested_codes(request, station)
+    if not codes:
+        return _error(400, "invalid", "Name at least one station.", {"station": ["Required."]})
+    if len(codes) > settings.CGM_SSE_MAX_STATIONS:
+        return _error(
+            400,
+            "invalid",
+            f"At most {settings.CGM_SSE_MAX_STATIONS} stations per stream.",
+            {"station": [f"{len(codes)} given."]},
+        )
+    bad = [code for code in codes if not code_validator.regex.match(code)]
+    if bad:
+        return _error(400, "invalid", "Malformed station code.", {"station": bad})
+
+    cursor = {}
+    cursor_text = cursor_from_request(request)
+    if cursor_text:
+        try:
+            cursor = parse_cursor(cursor_text)
+        except CursorError as exc:
+            return _error(400, "invalid", "Malformed cursor.", {"Last-Event-ID": [str(exc)]})
+
+    positions = await run_db(log_positions, codes)
+    missing = [code for code in codes if code not in positions]
+    if missing:
+        return _error(404, "not_found", "Unknown station.", {"station": missing})
+
+    response = StreamingHttpResponse(
+        NotificationStream(codes, cursor).events(), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    # nginx and similar proxies would otherwise buffer the stream.
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _sse(event: str, data: str, event_id: str | None = None) -> str:
+    id_line = f"id: {event_id}\n" if event_id is not None else ""
+    return f"event: {event}\n{id_line}data: {data}\n\n"
+
+
+class NotificationStream:
+    def __init__(self, codes: list[str], client_cursor: dict[str, int]):
+        self.codes = codes
+        self.client_cursor = client_cursor
+        self.last: dict[str, int] = {}
+        self.station_ids: dict[str, int] = {}
+
+    async def events(self):
+        listener = Listener()
+        listener.channels = set(self.codes)
+        listener.assign_loop()
+        manager = get_listener_manager()
+        # Listen before reading positions: an event committed in between is then
+        # either in the positions read (and skipped when it arrives) or after them.
+        manager.add_listener(listener)
+        try:
+            positions = await run_db(log_positions, self.codes)
+            yield self._opening(positions)
+            behind = {code for code in self.codes if self.last[code] < positions[code].last_seq}
+            heartbeat = settings.CGM_SSE_HEARTBEAT_SECONDS
+            while True:
+                while behind:
+                    chunk, behind = await self._catch_up(behind)
+                    if chunk:
+                        yield chunk
+
+                with manager.lock:
+                    queued = listener.channel_items
+                    overflow = listener.overflow
+                    listener.channel_items = {}
+                    listener.overflow = False
+                    listener.aevent.clear()
+
+                chunk, behind = self._accept_live(queued)
+                if chunk:
+                    yield chunk
+                if overflow:
+                    behind = set(self.codes)
+                if behind:
+                    continue
+
+                try:
+                    await asyncio.wait_for(listener.aevent.wait(), heartbeat)
+                except TimeoutError:
+                    # A comment line: invisible to clients, keeps proxies from idling out.
+                    yield ": keep-alive\n\n"
+        finally:
+            manager.remove_listener(listener)
+
+    def _opening(self, positions: dict[str, LogPosition]) -> str:
+        reset: dict[str, str] = {}
+        for code in self.codes:
+            position = positions[code]
+            self.station_ids[code] = position.station_id
+            sent = self.client_cursor.get(code)
+            if sent is None:
+                self.last[code] = position.last_seq
+            elif sent < position.pruned_through:
+                reset[code] = "pruned"
+                self.last[code] = position.last_seq
+            elif sent > position.last_seq:
+                reset[code] = "unknown-cursor"
+                self.last[code] = position.last_seq
+            else:
+                self.last[code] = sent
+        cursor = format_cursor(self.last)
+        # The cursor goes out with the first bytes, so a client that drops before any
+        # event can still resume exactly from here.
+        out = f"retry: {settings.CGM_SSE_RETRY_MS}\n"
+        out += _sse("stream-open", json.dumps({"stations": self.codes, "cursor": cursor}), cursor)
+        if reset:
+            # Never a silent gap: the client learns which stations lost history and
+            # should reload it (the history API), then continues live from here.
+            out += _sse(
+                "stream-reset", json.dumps({"stations": list(reset), "reasons": reset}), cursor
+            )
+        return out
+
+    async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
+        page = settings.CGM_SSE_REPLAY_PAGE
+        after = {self.station_ids[code]: (code, self.last[code]) for code in behind}
+        entries = await run_db(log_entries_after, after, page)
+        out = []
+        for entry in entries:
+            # The log is the truth: take its order even across a pruned hole.
+            if entry.seq > self.last[entry.station_code]:
+                self.last[entry.station_code] = entry.seq
+                out.append(_sse(EVENT_TYPE, entry.data, format_cursor(self.last)))
+        return "".join(out), (behind if len(entries) >= page else set())
+
+    def _accept_live(self, queued: dict) -> tuple[str, set[str]]:
+        out = []
+        gaps: set[str] = set()
+        for code, items in queued.items():
+            for item in items:
+                expected = self.last[code] + 1
+                if item.id is None or item.id < expected:
+                    continue  # already sent (replayed from the log or delivered twice)
+                if item.id > expected or code in gaps:
+                    gaps.add(code)  # an earlier event is still missing: read the log
+                    continue
+                self.last[code] = item.id
+                out.append(_sse(item.type, item.data, format_cursor(self.last)))
+        return "".join(out), gaps
