@@ -18,6 +18,4 @@ urlpatterns = [
 if settings.CGM_SERVE_STATIC:
     # The embedded default has no web server in front: Daphne serves the admin's and
     # the dashboard's few static files itself. Behind nginx, set CGM_SERVE_STATIC=0.
-    urlpatterns.append(
-        re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True})
-    )
+    urlpatterns.append(re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}))

@@ -49,7 +49,9 @@ class EventIngestView(APIView):
 
         events, errors = validate_events(raw_events, batch=batch)
         if errors:
-            message = "The batch is invalid; nothing was stored." if batch else "The event is invalid."
+            message = (
+                "The batch is invalid; nothing was stored." if batch else "The event is invalid."
+            )
             raise ApiError(400, "invalid", message, errors)
 
         stored = notification_ingest(events=events)
@@ -75,7 +77,9 @@ class NotificationHistoryView(APIView):
         try:
             limit = min(max(int(request.query_params.get("limit", 50)), 1), 500)
         except ValueError:
-            raise ApiError(400, "invalid", "limit must be an integer.", {"limit": ["Not an integer."]}) from None
+            raise ApiError(
+                400, "invalid", "limit must be an integer.", {"limit": ["Not an integer."]}
+            ) from None
 
         # Positions first: every row below is at or before them, so streaming from this
         # cursor neither repeats a row of the list nor misses one committed meanwhile.

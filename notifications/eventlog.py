@@ -55,7 +55,9 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
         .select_related("station", "box", "connector")
         .order_by("id")[:limit]
     )
-    return [LogEntry(row.station.code, row.seq, encode_data(notification_data(row))) for row in rows]
+    return [
+        LogEntry(row.station.code, row.seq, encode_data(notification_data(row))) for row in rows
+    ]
 
 
 class NotificationLogStorage(StorageBase):

@@ -61,7 +61,9 @@ class Equipment:
 
     def __init__(self, raw_events: list):
         def strings(key):
-            return {e[key] for e in raw_events if isinstance(e, dict) and isinstance(e.get(key), str)}
+            return {
+                e[key] for e in raw_events if isinstance(e, dict) and isinstance(e.get(key), str)
+            }
 
         box_codes = strings("boxId")
         connector_codes = strings("connectorId") | {
@@ -101,7 +103,9 @@ class EventSerializer(serializers.Serializer):
         equipment: Equipment = self.context["equipment"]
         station = equipment.stations.get(attrs["stationId"])
         if station is None:
-            raise serializers.ValidationError({"stationId": [f"Unknown station {attrs['stationId']!r}."]})
+            raise serializers.ValidationError(
+                {"stationId": [f"Unknown station {attrs['stationId']!r}."]}
+            )
 
         box = None
         box_code = attrs.get("boxId")

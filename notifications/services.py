@@ -2,7 +2,6 @@
 
 import logging
 from dataclasses import dataclass
-from functools import partial
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -88,7 +87,7 @@ def _store(events: list[EventInput]) -> list[Stored]:
                 Station.objects.filter(pk=station_id).update(log_seq=F("log_seq") + count)
             # robust: a failing publish must not turn a committed ingest into a 500;
             # streams notice the gap at the next event and catch up from the log.
-            transaction.on_commit(partial(publish_notifications, new_rows), robust=True)
+            transaction.on_commit(lambda: publish_notifications(new_rows), robust=True)
 
     created = {row.message_id: row for row in new_rows}
     return [

@@ -5,9 +5,7 @@ from django.db import models
 
 # Codes travel in URLs, stream cursors ("ST001:42") and channel names, so they stay
 # to characters that need no escaping anywhere.
-code_validator = RegexValidator(
-    r"^[A-Za-z0-9_.-]+$", "Use letters, digits, '-', '_' and '.' only."
-)
+code_validator = RegexValidator(r"^[A-Za-z0-9_.-]+$", "Use letters, digits, '-', '_' and '.' only.")
 
 
 class Station(models.Model):

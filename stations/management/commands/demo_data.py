@@ -34,4 +34,6 @@ class Command(BaseCommand):
                         [Connector(box=box, code="1"), Connector(box=box, code="2")]
                     )
                 created += 1
-        self.stdout.write(f"demo_data: {created} stations created, {stations - created} already there")
+        self.stdout.write(
+            f"demo_data: {created} stations created, {stations - created} already there"
+        )

@@ -1,0 +1,42 @@
+# The project's entry points. `make run` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8000
+DEMO_STATIONS ?= 5
+
+.PHONY: run test lint format install install-dev clean
+
+# Stamp files re-run pip only when a requirements file changes.
+$(VENV)/.runtime: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+# Embedded default: SQLite file in the checkout, one Daphne process.
+run: $(VENV)/.runtime
+	DEBUG=1 $(PY) manage.py migrate --noinput
+	DEBUG=1 $(PY) manage.py demo_data --stations $(DEMO_STATIONS)
+	@echo "Serving on http://127.0.0.1:$(PORT)/  (dashboard /, admin /admin/, stream /api/sse/stations/ST001/)"
+	DEBUG=1 $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) cgm.asgi:application
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

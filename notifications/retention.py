@@ -1,0 +1,38 @@
+"""Pruning the notification log, and remembering how far, so old cursors get a reset."""
+
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Max
+
+from notifications.models import Notification
+from stations.models import Station
+
+
+def notification_prune(
+    *,
+    before: datetime | None = None,
+    station: Station | None = None,
+    through_seq: int | None = None,
+) -> int:
+    """Delete old log entries; returns how many. Streams whose cursor falls in the
+    deleted range get a `stream-reset` event instead of a silent gap."""
+    deleted = 0
+    stations = [station] if station is not None else list(Station.objects.all())
+    for target in stations:
+        with transaction.atomic():
+            # Same lock as the ingest: the boundary moves while nobody appends.
+            locked = Station.objects.select_for_update().get(pk=target.pk)
+            rows = Notification.objects.filter(station=locked)
+            if before is not None:
+                rows = rows.filter(received_at__lt=before)
+            if through_seq is not None:
+                rows = rows.filter(seq__lte=through_seq)
+            boundary = rows.aggregate(top=Max("seq"))["top"]
+            if boundary is None:
+                continue
+            count, _ = Notification.objects.filter(station=locked, seq__lte=boundary).delete()
+            deleted += count
+            if boundary > locked.log_pruned_through:
+                Station.objects.filter(pk=locked.pk).update(log_pruned_through=boundary)
+    return deleted

@@ -1,0 +1,141 @@
+"""Real Daphne processes for end-to-end tests, on a free port and a file database."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DaphneServer:
+    """One Daphne process serving cgm.asgi:application; restartable on the same data."""
+
+    # Migrated databases with demo data, by station count, copied for each server.
+    _templates: dict[int, Path] = {}
+
+    def __init__(self, workdir: Path, stations: int = 12, env: dict | None = None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.log_path = workdir / "daphne.log"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "cgm.settings",
+            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            # Production-like: DEBUG off, so the settings must get what they need.
+            "DEBUG": "0",
+            "SECRET_KEY": "e2e-test-secret",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        template = self._templates.get(stations)
+        if template is None:
+            self.manage("migrate", "--noinput", "-v0")
+            self.manage("demo_data", "--stations", str(stations))
+            template = Path(tempfile.mkdtemp(prefix="cgm-template-")) / "db.sqlite3"
+            shutil.copy(workdir / "db.sqlite3", template)
+            self._templates[stations] = template
+        else:
+            shutil.copy(template, workdir / "db.sqlite3")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def start(self) -> "DaphneServer":
+        log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child)
+        self.process = subprocess.Popen(
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "cgm.asgi:application"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daphne exited early:\n{self.log()}")
+            try:
+                httpx.get(f"{self.url}/api/notifications?station=ST001", timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"daphne did not answer within 30 s:\n{self.log()}")
+
+    def kill(self):
+        """Hard stop (SIGKILL): no clean shutdown, like a crash or an OOM kill."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def threads(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:"))
+        )
+
+    def rss_kb(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        )
+
+    def open_db_files(self) -> int:
+        """Open handles on the main database file: one per SQLite connection."""
+        db = str(self.workdir / "db.sqlite3")
+        count = 0
+        for fd in Path(f"/proc/{self.pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == db:
+                    count += 1
+            except OSError:
+                pass
+        return count
+
+    def post(self, events, **kwargs) -> httpx.Response:
+        return httpx.post(f"{self.url}/api/event", json=events, timeout=30, **kwargs)
