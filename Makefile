@@ -24,6 +24,7 @@ install-dev: $(VENV)/.dev
 run: $(VENV)/.runtime
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py demo_data --stations $(DEMO_STATIONS)
+	DEBUG=1 $(PY) manage.py bootstrap_local
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (dashboard /, admin /admin/, stream /api/sse/stations/ST001/)"
 	DEBUG=1 $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) cgm.asgi:application
 

@@ -72,14 +72,18 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "django_eventstream",
     "stations",
     "notifications",
+    "access",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before CommonMiddleware, so preflight and error responses carry CORS headers too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,6 +109,43 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Security -----------------------------------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    # Production runs behind TLS. CGM_ALLOW_PLAIN_HTTP=1 is for end-to-end tests and
+    # closed lab networks only: it turns off secure cookies, the HTTPS redirect and HSTS.
+    _tls = not env_bool("CGM_ALLOW_PLAIN_HTTP", False)
+    SESSION_COOKIE_SECURE = _tls
+    CSRF_COOKIE_SECURE = _tls
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _tls)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if _tls else 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if env_bool("CGM_BEHIND_TLS_PROXY", False):
+        # Only when a proxy that terminates TLS always sets this header itself.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Cross-origin dashboards: an explicit allow list, matched on the Origin header
+# (django-eventstream's own setting matches the Referer: DESIGN.md trap 10).
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_ALLOW_CREDENTIALS = env_bool("CORS_ALLOW_CREDENTIALS", False)
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "last-event-id",
+    "x-api-key",
+    "x-cgm-signature",
+    "x-cgm-timestamp",
+    "x-csrftoken",
+]
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # --- Database -------------------------------------------------------------------------
 # Embedded default: a SQLite file in the checkout. DATABASE_URL selects anything else.
@@ -153,8 +194,17 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "notifications.api_errors.api_exception_handler",
-    "UNAUTHENTICATED_USER": None,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+# Per-key ingest rate (DRF throttle, per request; a batch counts once): "N/s" or "N/m".
+CGM_INGEST_RATE = env_str("CGM_INGEST_RATE", "200/s")
+# Lifetime of ?token= stream tokens, checked when the stream opens.
+CGM_STREAM_TOKEN_SECONDS = env_int("CGM_STREAM_TOKEN_SECONDS", 60)
+# How often each process checks whether access was taken away from open streams.
+CGM_ACCESS_RECHECK_SECONDS = env_int("CGM_ACCESS_RECHECK_SECONDS", 2)
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Event stream -------------------------------------------------------------------------
 # django-eventstream is the publish path (send_event) and the in-process fan-out; its

@@ -1,16 +1,18 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.staticfiles.views import serve as serve_static
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from notifications import api, stream, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("api/event", api.EventIngestView.as_view(), name="event-ingest"),
     path("api/event/", api.EventIngestView.as_view()),
     path("api/notifications", api.NotificationHistoryView.as_view(), name="notification-history"),
+    path("api/stream-token", api.StreamTokenView.as_view(), name="stream-token"),
     path("api/sse/", stream.station_stream, name="stream-stations"),
     path("api/sse/stations/<str:station>/", stream.station_stream, name="stream-station"),
 ]

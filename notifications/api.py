@@ -6,10 +6,19 @@ Thin on purpose: parse and validate, call the service, render the stored rows.
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.api_auth import (
+    API_AUTHENTICATION,
+    IngestKeyThrottle,
+    IsIngestKey,
+    IsSubscriber,
+    request_principal,
+    request_stations,
+)
+from access.models import ApiKey
+from access.tokens import issue_stream_token
 from notifications.api_errors import ApiError
 from notifications.cursor import format_cursor
 from notifications.eventlog import log_positions
@@ -24,8 +33,9 @@ def _too_large(message: str) -> ApiError:
 
 
 class EventIngestView(APIView):
-    authentication_classes = []
-    permission_classes = [AllowAny]
+    authentication_classes = API_AUTHENTICATION
+    permission_classes = [IsIngestKey]
+    throttle_classes = [IngestKeyThrottle]
 
     def post(self, request):
         limit = settings.CGM_INGEST_MAX_BODY_BYTES
@@ -47,6 +57,23 @@ class EventIngestView(APIView):
         if len(raw_events) > settings.CGM_INGEST_MAX_BATCH:
             raise _too_large(f"At most {settings.CGM_INGEST_MAX_BATCH} events per batch.")
 
+        # Before validation, so a key limited to some stations learns nothing about
+        # whether other stations exist.
+        allowed = request_stations(request, ApiKey.Scope.INGEST)
+        forbidden = {
+            (f"[{index}].stationId" if batch else "stationId"): [
+                f"This key may not post for station {raw['stationId']!r}."
+            ]
+            for index, raw in enumerate(raw_events)
+            if isinstance(raw, dict)
+            and isinstance(raw.get("stationId"), str)
+            and not allowed.allows(raw["stationId"])
+        }
+        if forbidden:
+            raise ApiError(
+                403, "forbidden", "Station outside this key; nothing was stored.", forbidden
+            )
+
         events, errors = validate_events(raw_events, batch=batch)
         if errors:
             message = (
@@ -67,13 +94,18 @@ class NotificationHistoryView(APIView):
     A dashboard shows this list, then streams from `cursor`: no gap, no repeats.
     """
 
-    authentication_classes = []
-    permission_classes = [AllowAny]
+    authentication_classes = API_AUTHENTICATION
+    permission_classes = [IsSubscriber]
 
     def get(self, request):
         codes = list(dict.fromkeys(request.query_params.getlist("station")))
         if not codes:
             raise ApiError(400, "invalid", "Name at least one station.", {"station": ["Required."]})
+        forbidden = request_stations(request, ApiKey.Scope.SUBSCRIBE).forbidden(codes)
+        if forbidden:
+            raise ApiError(
+                403, "forbidden", "Not allowed to read these stations.", {"station": forbidden}
+            )
         try:
             limit = min(max(int(request.query_params.get("limit", 50)), 1), 500)
         except ValueError:
@@ -99,3 +131,15 @@ class NotificationHistoryView(APIView):
         ]
         cursor = format_cursor({code: positions[code].last_seq for code in codes})
         return Response({"cursor": cursor, "results": items})
+
+
+class StreamTokenView(APIView):
+    """POST: a short-lived token for `EventSource(url + "&token=...")`, which cannot
+    send an Authorization header. Session callers need the CSRF token (a write)."""
+
+    authentication_classes = API_AUTHENTICATION
+    permission_classes = [IsSubscriber]
+
+    def post(self, request):
+        token = issue_stream_token(request_principal(request))
+        return Response({"token": token, "expiresIn": settings.CGM_STREAM_TOKEN_SECONDS})

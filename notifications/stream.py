@@ -17,37 +17,20 @@ stream read the missing entries from the log. Nothing missed, nothing twice.
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from django_eventstream.views import Listener, get_listener_manager
 
+from access.policy import Principal, readable_stations
+from access.revocation import watcher
+from access.stream_auth import StreamAuthError, stream_principal
+from cgm.db_pool import run_db
 from notifications.cursor import CursorError, cursor_from_request, format_cursor, parse_cursor
 from notifications.eventlog import LogPosition, log_entries_after, log_positions
 from notifications.publish import EVENT_TYPE
 from stations.models import code_validator
-
-_db_pool = ThreadPoolExecutor(
-    max_workers=settings.CGM_SSE_DB_THREADS, thread_name_prefix="stream-db"
-)
-
-
-async def run_db(fn, *args):
-    """Run a log read in the shared pool, whatever the number of open streams."""
-
-    def call():
-        try:
-            return fn(*args)
-        finally:
-            # Closes the connection unless CONN_MAX_AGE says to keep it (SQLite keeps
-            # one per pool thread; a PostgreSQL pool gets it back at once).
-            close_old_connections()
-
-    return await sync_to_async(call, thread_sensitive=False, executor=_db_pool)()
 
 
 def _error(status: int, error: str, message: str, fields: dict | None = None) -> JsonResponse:
@@ -88,13 +71,27 @@ async def station_stream(request, station: str | None = None):
         except CursorError as exc:
             return _error(400, "invalid", "Malformed cursor.", {"Last-Event-ID": [str(exc)]})
 
+    try:
+        principal = await stream_principal(request)
+    except StreamAuthError as exc:
+        response = _error(401, "unauthenticated", str(exc))
+        response["WWW-Authenticate"] = 'Bearer realm="cgm"'
+        return response
+    readable = await run_db(readable_stations, principal)
+    # Checked before existence: a caller learns nothing about stations it may not read.
+    forbidden = readable.forbidden(codes)
+    if forbidden:
+        return _error(
+            403, "forbidden", "Not allowed to read these stations.", {"station": forbidden}
+        )
+
     positions = await run_db(log_positions, codes)
     missing = [code for code in codes if code not in positions]
     if missing:
         return _error(404, "not_found", "Unknown station.", {"station": missing})
 
     response = StreamingHttpResponse(
-        NotificationStream(codes, cursor).events(), content_type="text/event-stream"
+        NotificationStream(codes, cursor, principal).events(), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     # nginx and similar proxies would otherwise buffer the stream.
@@ -108,8 +105,9 @@ def _sse(event: str, data: str, event_id: str | None = None) -> str:
 
 
 class NotificationStream:
-    def __init__(self, codes: list[str], client_cursor: dict[str, int]):
+    def __init__(self, codes: list[str], client_cursor: dict[str, int], principal: Principal):
         self.codes = codes
+        self.principal = principal
         self.client_cursor = client_cursor
         self.last: dict[str, int] = {}
         self.station_ids: dict[str, int] = {}
@@ -122,6 +120,12 @@ class NotificationStream:
         # Listen before reading positions: an event committed in between is then
         # either in the positions read (and skipped when it arrives) or after them.
         manager.add_listener(listener)
+
+        def kick(lost: list[str]):
+            listener.error = lost
+            listener.aevent.set()
+
+        watch = watcher.watch(self.principal, self.codes, kick)
         try:
             positions = await run_db(log_positions, self.codes)
             yield self._opening(positions)
@@ -143,6 +147,14 @@ class NotificationStream:
                 chunk, behind = self._accept_live(queued)
                 if chunk:
                     yield chunk
+                if listener.error:
+                    # Access was taken away: say why, then end the stream. The
+                    # client's automatic reconnect is then refused with a 403.
+                    yield _sse(
+                        "stream-error",
+                        json.dumps({"condition": "forbidden", "stations": listener.error}),
+                    )
+                    return
                 if overflow:
                     behind = set(self.codes)
                 if behind:
@@ -154,6 +166,7 @@ class NotificationStream:
                     # A comment line: invisible to clients, keeps proxies from idling out.
                     yield ": keep-alive\n\n"
         finally:
+            watcher.unwatch(watch)
             manager.remove_listener(listener)
 
     def _opening(self, positions: dict[str, LogPosition]) -> str:

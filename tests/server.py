@@ -26,7 +26,7 @@ class DaphneServer:
     """One Daphne process serving cgm.asgi:application; restartable on the same data."""
 
     # Migrated databases with demo data, by station count, copied for each server.
-    _templates: dict[int, Path] = {}
+    _templates: dict[int, tuple[Path, str, str]] = {}
 
     def __init__(self, workdir: Path, stations: int = 12, env: dict | None = None):
         self.workdir = workdir
@@ -41,18 +41,26 @@ class DaphneServer:
             "DEBUG": "0",
             "SECRET_KEY": "e2e-test-secret",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # Plain HTTP on loopback: no HTTPS redirect, no secure-only cookies.
+            "CGM_ALLOW_PLAIN_HTTP": "1",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        template = self._templates.get(stations)
-        if template is None:
+        cached = self._templates.get(stations)
+        if cached is None:
             self.manage("migrate", "--noinput", "-v0")
             self.manage("demo_data", "--stations", str(stations))
+            ingest = self.manage("createapikey", "e2e ingest", "--scope", "ingest").strip()
+            subscribe = self.manage("createapikey", "e2e reader", "--scope", "subscribe").strip()
             template = Path(tempfile.mkdtemp(prefix="cgm-template-")) / "db.sqlite3"
             shutil.copy(workdir / "db.sqlite3", template)
-            self._templates[stations] = template
+            self._templates[stations] = (template, ingest, subscribe)
         else:
+            template, ingest, subscribe = cached
             shutil.copy(template, workdir / "db.sqlite3")
+        # Keys valid for every station: the access-control tests make narrower ones.
+        self.ingest_key = ingest
+        self.subscribe_key = subscribe
 
     @property
     def url(self) -> str:
@@ -90,7 +98,7 @@ class DaphneServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"daphne exited early:\n{self.log()}")
             try:
-                httpx.get(f"{self.url}/api/notifications?station=ST001", timeout=1)
+                httpx.get(f"{self.url}/accounts/login/", timeout=1)
                 return self
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -137,5 +145,12 @@ class DaphneServer:
                 pass
         return count
 
-    def post(self, events, **kwargs) -> httpx.Response:
-        return httpx.post(f"{self.url}/api/event", json=events, timeout=30, **kwargs)
+    def post(self, events, key: str | None = None, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key or self.ingest_key}"}
+        return httpx.post(
+            f"{self.url}/api/event", json=events, timeout=30, headers=headers, **kwargs
+        )
+
+    @property
+    def reader_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.subscribe_key}"}

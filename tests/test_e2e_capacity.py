@@ -20,10 +20,11 @@ pytestmark = pytest.mark.e2e
 STREAMS = 300
 
 
-async def open_raw_stream(port: int, path: str):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def open_raw_stream(server, path: str):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        f"Authorization: Bearer {server.subscribe_key}\r\n\r\n".encode()
     )
     await writer.drain()
     return reader, writer
@@ -46,14 +47,14 @@ def test_open_streams_do_not_cost_a_thread_or_a_db_connection_each(tmp_path):
         codes = [f"ST{n:03d}" for n in range(1, 13)]
 
         async def scenario():
-            first = await open_raw_stream(server.port, "/api/sse/stations/ST001/")
+            first = await open_raw_stream(server, "/api/sse/stations/ST001/")
             await read_until(first[0], b"stream-open")
             baseline_threads = server.threads()
 
             streams = [first]
             for n in range(1, STREAMS):
                 code = codes[n % len(codes)]
-                streams.append(await open_raw_stream(server.port, f"/api/sse/stations/{code}/"))
+                streams.append(await open_raw_stream(server, f"/api/sse/stations/{code}/"))
             await asyncio.gather(*(read_until(r, b"stream-open") for r, _ in streams[1:]))
 
             threads_open = server.threads()
@@ -64,6 +65,7 @@ def test_open_streams_do_not_cost_a_thread_or_a_db_connection_each(tmp_path):
                 response = await client.post(
                     f"{server.url}/api/event",
                     json=[make_event(code, id=f"cap-{code}") for code in codes],
+                    headers={"Authorization": f"Bearer {server.ingest_key}"},
                 )
                 assert response.status_code == 201
             for index, (reader, _) in enumerate(streams):
@@ -93,13 +95,14 @@ def test_concurrent_posters_on_sqlite_lose_nothing(tmp_path):
         posters, per_poster = 16, 25
         stations = [f"ST{n:03d}" for n in range(1, 5)]
         query = "&".join(f"station={code}" for code in stations)
-        stream = SSEStream(f"{server.url}/api/sse/?{query}")
+        stream = SSEStream(f"{server.url}/api/sse/?{query}", headers=server.reader_headers)
         stream.next_of("stream-open")
         barrier = threading.Barrier(posters)
 
         def poster(number: int) -> list[int]:
             statuses = []
-            with httpx.Client(timeout=60) as client:
+            headers = {"Authorization": f"Bearer {server.ingest_key}"}
+            with httpx.Client(timeout=60, headers=headers) as client:
                 barrier.wait()
                 for i in range(per_poster):
                     event = make_event(stations[(number + i) % len(stations)], id=f"p{number}-{i}")

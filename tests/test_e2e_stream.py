@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 
 def open_stream(server, path="/api/sse/stations/ST001/", headers=None) -> SSEStream:
-    stream = SSEStream(server.url + path, headers=headers or {})
+    stream = SSEStream(server.url + path, headers={**server.reader_headers, **(headers or {})})
     assert stream.status_code == 200, stream.status_code
     return stream
 
@@ -102,16 +102,17 @@ def test_idle_streams_get_heartbeats(tmp_path):
 
 
 def test_unknown_or_malformed_requests_get_clear_errors(server):
-    unknown = httpx.get(server.url + "/api/sse/stations/NOPE/")
+    unknown = httpx.get(server.url + "/api/sse/stations/NOPE/", headers=server.reader_headers)
     assert unknown.status_code == 404
     assert unknown.json()["fields"] == {"station": ["NOPE"]}
 
-    none = httpx.get(server.url + "/api/sse/")
+    none = httpx.get(server.url + "/api/sse/", headers=server.reader_headers)
     assert none.status_code == 400
     assert "station" in none.json()["fields"]
 
     bad_cursor = httpx.get(
-        server.url + "/api/sse/stations/ST001/", headers={"Last-Event-ID": "garbage"}
+        server.url + "/api/sse/stations/ST001/",
+        headers={"Last-Event-ID": "garbage", **server.reader_headers},
     )
     assert bad_cursor.status_code == 400
     assert "Last-Event-ID" in bad_cursor.json()["fields"]

@@ -35,8 +35,17 @@ def published(monkeypatch):
 
 
 @pytest.fixture
-def post(django_capture_on_commit_callbacks):
+def ingest_key():
+    from access.models import ApiKey
+
+    _, key = ApiKey.issue(name="test ingest", scope="ingest", all_stations=True)
+    return key
+
+
+@pytest.fixture
+def post(django_capture_on_commit_callbacks, ingest_key):
     client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {ingest_key}")
 
     def do(body, raw=False, content_type="application/json"):
         with django_capture_on_commit_callbacks(execute=True):

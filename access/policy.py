@@ -1,0 +1,95 @@
+"""Who is calling, and which stations they may read or post for."""
+
+import hmac
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from access.models import KEY_PREFIX, ApiKey, StationAccess, hash_key
+from stations.models import Station
+
+
+@dataclass(frozen=True)
+class StationSet:
+    """Stations a caller may use: every station, or these codes."""
+
+    everything: bool
+    codes: frozenset[str] = frozenset()
+
+    def allows(self, code: str) -> bool:
+        return self.everything or code in self.codes
+
+    def forbidden(self, codes) -> list[str]:
+        return [code for code in codes if not self.allows(code)]
+
+
+NOTHING = StationSet(False)
+EVERYTHING = StationSet(True)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A stream or API caller: a user (session) or an API key. Hashable for caching."""
+
+    kind: str  # "user" or "key"
+    id: int
+
+
+def user_stations(user) -> StationSet:
+    if user is None or not user.is_active:
+        return NOTHING
+    if user.is_superuser:
+        return EVERYTHING
+    codes = StationAccess.objects.filter(user=user).values_list("station__code", flat=True)
+    group_codes = StationAccess.objects.filter(group__user=user).values_list(
+        "station__code", flat=True
+    )
+    return StationSet(False, frozenset(codes) | frozenset(group_codes))
+
+
+def key_stations(api_key: ApiKey | None, scope: str) -> StationSet:
+    if api_key is None or not api_key.is_active or api_key.scope != scope:
+        return NOTHING
+    if api_key.all_stations:
+        return EVERYTHING
+    return StationSet(False, frozenset(api_key.stations.values_list("code", flat=True)))
+
+
+def readable_stations(principal: Principal) -> StationSet:
+    """Fresh from the database: used on connect and again when access may have changed."""
+    if principal.kind == "user":
+        user = get_user_model().objects.filter(pk=principal.id).first()
+        return user_stations(user)
+    api_key = ApiKey.objects.filter(pk=principal.id).first()
+    return key_stations(api_key, ApiKey.Scope.SUBSCRIBE)
+
+
+def find_key(raw: str) -> ApiKey | None:
+    """The active key for a presented secret, or None. Constant-time hash comparison."""
+    parts = raw.split("_")
+    if len(parts) < 3 or parts[0] != KEY_PREFIX:
+        return None
+    api_key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_key(raw)):
+        return None
+    return api_key
+
+
+def note_key_used(api_key: ApiKey) -> None:
+    # At most one write a minute per key: "last used" is for humans, not an audit log.
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+
+
+def key_from_headers(headers) -> str | None:
+    auth = headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get("X-Api-Key", "").strip() or None
+
+
+def existing_codes(codes) -> set[str]:
+    return set(Station.objects.filter(code__in=codes).values_list("code", flat=True))
