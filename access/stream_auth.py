@@ -14,33 +14,36 @@ from cgm.db_pool import run_db
 
 
 class StreamAuthError(Exception):
-    pass
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
-def _subscribe_key(raw: str) -> ApiKey | None:
+def _active_key(raw: str) -> ApiKey | None:
     api_key = find_key(raw)
-    if api_key is None or api_key.scope != ApiKey.Scope.SUBSCRIBE:
-        return None
-    note_key_used(api_key)
+    if api_key is not None:
+        note_key_used(api_key)
     return api_key
 
 
 async def stream_principal(request) -> Principal:
     raw_key = key_from_headers(request.headers)
     if raw_key:
-        api_key = await run_db(_subscribe_key, raw_key)
+        api_key = await run_db(_active_key, raw_key)
         if api_key is None:
-            raise StreamAuthError("Invalid, revoked or non-subscribe API key.")
+            raise StreamAuthError(401, "Invalid or revoked API key.")
+        if api_key.scope != ApiKey.Scope.SUBSCRIBE:
+            raise StreamAuthError(403, "Streams need an API key with the subscribe scope.")
         return Principal("key", api_key.pk)
 
     token = request.GET.get("token")
     if token:
         principal = read_stream_token(token, settings.CGM_STREAM_TOKEN_SECONDS)
         if principal is None:
-            raise StreamAuthError("Invalid or expired stream token.")
+            raise StreamAuthError(401, "Invalid or expired stream token.")
         return principal
 
     user = await request.auser()
     if user.is_authenticated:
         return Principal("user", user.pk)
-    raise StreamAuthError("Log in, or send a subscribe API key or a stream token.")
+    raise StreamAuthError(401, "Log in, or send a subscribe API key or a stream token.")

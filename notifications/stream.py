@@ -74,6 +74,8 @@ async def station_stream(request, station: str | None = None):
     try:
         principal = await stream_principal(request)
     except StreamAuthError as exc:
+        if exc.status == 403:
+            return _error(403, "forbidden", str(exc))
         response = _error(401, "unauthenticated", str(exc))
         response["WWW-Authenticate"] = 'Bearer realm="cgm"'
         return response

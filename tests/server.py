@@ -28,7 +28,14 @@ class DaphneServer:
     # Migrated databases with demo data, by station count, copied for each server.
     _templates: dict[int, tuple[Path, str, str]] = {}
 
-    def __init__(self, workdir: Path, stations: int = 12, env: dict | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        stations: int = 12,
+        env: dict | None = None,
+        share_with: "DaphneServer | None" = None,
+    ):
+        """`share_with`: another worker process on the same database file."""
         self.workdir = workdir
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -46,6 +53,11 @@ class DaphneServer:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
+        if share_with is not None:
+            self.ingest_key = share_with.ingest_key
+            self.subscribe_key = share_with.subscribe_key
+            self.log_path = workdir / f"daphne-{self.port}.log"
+            return
         cached = self._templates.get(stations)
         if cached is None:
             self.manage("migrate", "--noinput", "-v0")
@@ -117,6 +129,10 @@ class DaphneServer:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def shell(self, code: str) -> str:
+        """Run Django ORM code in a separate process, as an admin's change would."""
+        return self.manage("shell", "-c", code)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

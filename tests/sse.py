@@ -28,6 +28,7 @@ class SSEEvent:
 class SSEStream:
     url: str
     headers: dict = field(default_factory=dict)
+    cookies: dict = field(default_factory=dict)
     events: "queue.Queue[SSEEvent]" = field(default_factory=queue.Queue)
     comments: list = field(default_factory=list)
     status_code: int | None = None
@@ -47,7 +48,7 @@ class SSEStream:
 
     def _run(self):
         try:
-            with httpx.Client(timeout=httpx.Timeout(5, read=None)) as client:
+            with httpx.Client(timeout=httpx.Timeout(5, read=None), cookies=self.cookies) as client:
                 with client.stream("GET", self.url, headers=self.headers) as response:
                     self.status_code = response.status_code
                     self.response_headers = response.headers
@@ -118,6 +119,11 @@ class SSEStream:
             if event.event == event_type:
                 found.append(event)
         return found
+
+    def ended(self, timeout: float = 10.0) -> bool:
+        """True once the server closed the stream."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def close(self):
         self._stop.set()
