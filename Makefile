@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 DEMO_STATIONS ?= 5
 
-.PHONY: run test lint format install install-dev clean
+.PHONY: run run-multi test lint format install install-dev clean
 
 # Stamp files re-run pip only when a requirements file changes.
 $(VENV)/.runtime: requirements.txt
@@ -27,6 +27,19 @@ run: $(VENV)/.runtime
 	DEBUG=1 $(PY) manage.py bootstrap_local
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (dashboard /, admin /admin/, stream /api/sse/stations/ST001/)"
 	DEBUG=1 $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) cgm.asgi:application
+
+# One machine, several cores: WORKERS Daphne processes on one socket, PostgreSQL and
+# Redis (defaults: this machine's services). docs/SCALING.md explains the sizes.
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+MULTI_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cgm
+MULTI_REDIS_URL ?= redis://127.0.0.1:6379/0
+run-multi: $(VENV)/.runtime
+	DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) scripts/ensure_pg_database.py
+	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py migrate --noinput
+	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py demo_data --stations $(DEMO_STATIONS)
+	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py bootstrap_local
+	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) REDIS_URL=$(MULTI_REDIS_URL) \
+		$(PY) scripts/run_multi.py --port $(PORT) --workers $(WORKERS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest

@@ -170,6 +170,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # bounded, so connections stay bounded too.
     DATABASES["default"]["CONN_MAX_AGE"] = None
     DATABASES["default"]["TEST"] = {"NAME": env_str("CGM_TEST_SQLITE_NAME")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's psycopg pool: request threads and the stream read pool borrow a
+    # connection per query batch and give it back, so a server process never holds
+    # more than DB_POOL_MAX connections however many streams it serves.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": env_int("DB_POOL_MIN", 2),
+            "max_size": env_int("DB_POOL_MAX", 12),
+            "timeout": env_int("DB_POOL_TIMEOUT", 10),
+        }
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -204,7 +216,21 @@ CGM_STREAM_TOKEN_SECONDS = env_int("CGM_STREAM_TOKEN_SECONDS", 60)
 # How often each process checks whether access was taken away from open streams.
 CGM_ACCESS_RECHECK_SECONDS = env_int("CGM_ACCESS_RECHECK_SECONDS", 2)
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# --- Fan-out between processes, and the cache the throttle counts in ----------------------
+# REDIS_URL: every process publishes each notification to Redis and forwards what the
+# others publish to its own streams (notifications/fanout.py). Without it, fan-out is
+# in-process (the embedded default, one Daphne).
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# GRIP_URL: Pushpin's publish endpoint (e.g. http://127.0.0.1:5561); Pushpin then holds
+# the client connections and Django answers stream requests with GRIP instructions.
+GRIP_URL = env_str("GRIP_URL")
 
 # --- Event stream -------------------------------------------------------------------------
 # django-eventstream is the publish path (send_event) and the in-process fan-out; its

@@ -8,6 +8,7 @@ import logging
 
 from django_eventstream import send_event
 
+from notifications import fanout
 from notifications.models import Notification
 from notifications.representation import encode_data, notification_data
 
@@ -23,10 +24,13 @@ def station_channel(station_code: str) -> str:
 
 
 def publish_notifications(notifications: list[Notification]) -> None:
+    """Hand committed notifications to this process's streams (and Pushpin, when
+    GRIP_URL is set) through send_event, then to the other processes (REDIS_URL)."""
+    outgoing = []
     for notification in notifications:
-        send_event(
-            station_channel(notification.station.code),
-            EVENT_TYPE,
-            encode_data(notification_data(notification)),
-            json_encode=False,
-        )
+        channel = station_channel(notification.station.code)
+        data = encode_data(notification_data(notification))
+        send_event(channel, EVENT_TYPE, data, json_encode=False)
+        outgoing.append((channel, EVENT_TYPE, data, notification.seq))
+    if fanout.enabled():
+        fanout.broadcast(outgoing)

@@ -29,6 +29,7 @@ from access.stream_auth import StreamAuthError, stream_principal
 from cgm.db_pool import run_db
 from notifications.cursor import CursorError, cursor_from_request, format_cursor, parse_cursor
 from notifications.eventlog import LogPosition, log_entries_after, log_positions
+from notifications.fanout import subscriber
 from notifications.publish import EVENT_TYPE
 from stations.models import code_validator
 
@@ -122,6 +123,7 @@ class NotificationStream:
         # Listen before reading positions: an event committed in between is then
         # either in the positions read (and skipped when it arrives) or after them.
         manager.add_listener(listener)
+        subscriber.ensure_started()
 
         def kick(lost: list[str]):
             listener.error = lost

@@ -22,6 +22,38 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PreparedDatabase:
+    """A migrated database with demo stations and two all-station keys."""
+
+    def __init__(self, url: str, ingest_key: str, subscribe_key: str):
+        self.url = url
+        self.ingest_key = ingest_key
+        self.subscribe_key = subscribe_key
+
+
+def manage(env: dict, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "cgm.settings", "DEBUG": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def prepare_database(url: str, stations: int = 12) -> PreparedDatabase:
+    env = {"DATABASE_URL": url}
+    manage(env, "migrate", "--noinput", "-v0")
+    manage(env, "demo_data", "--stations", str(stations))
+    ingest = manage(env, "createapikey", "e2e ingest", "--scope", "ingest").strip()
+    subscribe = manage(env, "createapikey", "e2e reader", "--scope", "subscribe").strip()
+    return PreparedDatabase(url, ingest, subscribe)
+
+
 class DaphneServer:
     """One Daphne process serving cgm.asgi:application; restartable on the same data."""
 
@@ -34,8 +66,10 @@ class DaphneServer:
         stations: int = 12,
         env: dict | None = None,
         share_with: "DaphneServer | None" = None,
+        database: "PreparedDatabase | None" = None,
     ):
-        """`share_with`: another worker process on the same database file."""
+        """`share_with`: another worker process on the same database (file or server).
+        `database`: a prepared PostgreSQL database instead of a fresh SQLite file."""
         self.workdir = workdir
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -43,7 +77,7 @@ class DaphneServer:
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "cgm.settings",
-            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "DATABASE_URL": database.url if database else f"sqlite:///{workdir / 'db.sqlite3'}",
             # Production-like: DEBUG off, so the settings must get what they need.
             "DEBUG": "0",
             "SECRET_KEY": "e2e-test-secret",
@@ -53,6 +87,10 @@ class DaphneServer:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
+        if database is not None:
+            self.ingest_key, self.subscribe_key = database.ingest_key, database.subscribe_key
+            self.log_path = workdir / f"daphne-{self.port}.log"
+            return
         if share_with is not None:
             self.ingest_key = share_with.ingest_key
             self.subscribe_key = share_with.subscribe_key

@@ -1,0 +1,121 @@
+"""The machine's PostgreSQL and a private Redis for tests that are about them.
+
+On a machine without them these tests skip with the reason; under CI=true a missing
+service is a failure, never a skip.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.server import free_port
+
+PG_HOST = os.environ.get("CGM_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("CGM_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("CGM_TEST_PG_USER", "postgres")
+
+
+def _answers(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def unavailable(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: a missing service is a failure)")
+    pytest.skip(reason)
+
+
+def require_postgres() -> None:
+    if not _answers(PG_PORT, PG_HOST):
+        unavailable(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}")
+
+
+def pg_url(name: str) -> str:
+    return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def _admin():
+    return psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True
+    )
+
+
+def create_pg_database(template: str | None = None) -> str:
+    name = f"cgm_e2e_{uuid.uuid4().hex[:10]}"
+    with _admin() as conn:
+        if template:
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        else:
+            query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        conn.execute(query)
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    with _admin() as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def pg_connections(name: str) -> int:
+    with _admin() as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]
+        ).fetchone()[0]
+
+
+class RedisServer:
+    """A private redis-server on a free port, which a test may stop and start again."""
+
+    def __init__(self):
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            unavailable("redis-server is not installed")
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not _answers(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
