@@ -231,6 +231,9 @@ else:
 # GRIP_URL: Pushpin's publish endpoint (e.g. http://127.0.0.1:5561); Pushpin then holds
 # the client connections and Django answers stream requests with GRIP instructions.
 GRIP_URL = env_str("GRIP_URL")
+if GRIP_URL:
+    # Marks requests that Pushpin signed (request.grip.proxied); others stream directly.
+    MIDDLEWARE.insert(1, "django_grip.GripMiddleware")
 
 # --- Event stream -------------------------------------------------------------------------
 # django-eventstream is the publish path (send_event) and the in-process fan-out; its

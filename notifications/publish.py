@@ -30,7 +30,10 @@ def publish_notifications(notifications: list[Notification]) -> None:
     for notification in notifications:
         channel = station_channel(notification.station.code)
         data = encode_data(notification_data(notification))
-        send_event(channel, EVENT_TYPE, data, json_encode=False)
+        # Behind Pushpin, publish before answering the sender (async_publish=False):
+        # posts that follow each other reach Pushpin in sequence order, so it never
+        # sees a prev-id gap and never has to call back to recover.
+        send_event(channel, EVENT_TYPE, data, json_encode=False, async_publish=False)
         outgoing.append((channel, EVENT_TYPE, data, notification.seq))
     if fanout.enabled():
         fanout.broadcast(outgoing)

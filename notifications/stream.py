@@ -19,7 +19,7 @@ import asyncio
 import json
 
 from django.conf import settings
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from django_eventstream.views import Listener, get_listener_manager
 
@@ -30,6 +30,7 @@ from cgm.db_pool import run_db
 from notifications.cursor import CursorError, cursor_from_request, format_cursor, parse_cursor
 from notifications.eventlog import LogPosition, log_entries_after, log_positions
 from notifications.fanout import subscriber
+from notifications.grip import grip_last_cursor, grip_response, next_link_principal
 from notifications.publish import EVENT_TYPE
 from stations.models import code_validator
 
@@ -72,8 +73,20 @@ async def station_stream(request, station: str | None = None):
         except CursorError as exc:
             return _error(400, "invalid", "Malformed cursor.", {"Last-Event-ID": [str(exc)]})
 
+    grip = getattr(request, "grip", None)
+    behind_pushpin = bool(grip and grip.proxied)
+    next_link = behind_pushpin and request.GET.get("link") == "next"
+    if next_link and request.GET.get("recover") == "true":
+        cursor = grip_last_cursor(request)
+
     try:
-        principal = await stream_principal(request)
+        if next_link:
+            # Pushpin itself asks (paging or recovery) for a stream it already holds.
+            principal = next_link_principal(request)
+            if principal is None:
+                return _error(400, "invalid", "Invalid next link.")
+        else:
+            principal = await stream_principal(request)
     except StreamAuthError as exc:
         if exc.status == 403:
             return _error(403, "forbidden", str(exc))
@@ -83,6 +96,9 @@ async def station_stream(request, station: str | None = None):
     readable = await run_db(readable_stations, principal)
     # Checked before existence: a caller learns nothing about stations it may not read.
     forbidden = readable.forbidden(codes)
+    if forbidden and next_link:
+        # Access was taken away while Pushpin held the stream: end it with a reason.
+        return HttpResponse(_forbidden_frame(forbidden), content_type="text/event-stream")
     if forbidden:
         return _error(
             403, "forbidden", "Not allowed to read these stations.", {"station": forbidden}
@@ -93,6 +109,20 @@ async def station_stream(request, station: str | None = None):
     if missing:
         return _error(404, "not_found", "Unknown station.", {"station": missing})
 
+    if behind_pushpin:
+        last, reset = resume_point(codes, positions, cursor)
+        opening = "" if next_link else opening_frames(codes, last, reset)
+        return await run_db(
+            lambda: grip_response(
+                request,
+                codes=codes,
+                positions=positions,
+                last=last,
+                opening=opening,
+                principal=principal,
+            )
+        )
+
     response = StreamingHttpResponse(
         NotificationStream(codes, cursor, principal).events(), content_type="text/event-stream"
     )
@@ -102,9 +132,48 @@ async def station_stream(request, station: str | None = None):
     return response
 
 
+def _forbidden_frame(stations: list[str]) -> str:
+    return _sse("stream-error", json.dumps({"condition": "forbidden", "stations": stations}))
+
+
 def _sse(event: str, data: str, event_id: str | None = None) -> str:
     id_line = f"id: {event_id}\n" if event_id is not None else ""
     return f"event: {event}\n{id_line}data: {data}\n\n"
+
+
+def resume_point(
+    codes: list[str], positions: dict[str, LogPosition], client_cursor: dict[str, int]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Where a stream starts per station, and the stations whose cursor must be reset."""
+    last: dict[str, int] = {}
+    reset: dict[str, str] = {}
+    for code in codes:
+        position = positions[code]
+        sent = client_cursor.get(code)
+        if sent is None:
+            last[code] = position.last_seq
+        elif sent < position.pruned_through:
+            reset[code] = "pruned"
+            last[code] = position.last_seq
+        elif sent > position.last_seq:
+            reset[code] = "unknown-cursor"
+            last[code] = position.last_seq
+        else:
+            last[code] = sent
+    return last, reset
+
+
+def opening_frames(codes: list[str], last: dict[str, int], reset: dict[str, str]) -> str:
+    cursor = format_cursor(last)
+    # The cursor goes out with the first bytes, so a client that drops before any
+    # event can still resume exactly from here.
+    out = f"retry: {settings.CGM_SSE_RETRY_MS}\n"
+    out += _sse("stream-open", json.dumps({"stations": codes, "cursor": cursor}), cursor)
+    if reset:
+        # Never a silent gap: the client learns which stations lost history and
+        # should reload it (the history API), then continues live from here.
+        out += _sse("stream-reset", json.dumps({"stations": list(reset), "reasons": reset}), cursor)
+    return out
 
 
 class NotificationStream:
@@ -154,10 +223,7 @@ class NotificationStream:
                 if listener.error:
                     # Access was taken away: say why, then end the stream. The
                     # client's automatic reconnect is then refused with a 403.
-                    yield _sse(
-                        "stream-error",
-                        json.dumps({"condition": "forbidden", "stations": listener.error}),
-                    )
+                    yield _forbidden_frame(listener.error)
                     return
                 if overflow:
                     behind = set(self.codes)
@@ -174,33 +240,9 @@ class NotificationStream:
             manager.remove_listener(listener)
 
     def _opening(self, positions: dict[str, LogPosition]) -> str:
-        reset: dict[str, str] = {}
-        for code in self.codes:
-            position = positions[code]
-            self.station_ids[code] = position.station_id
-            sent = self.client_cursor.get(code)
-            if sent is None:
-                self.last[code] = position.last_seq
-            elif sent < position.pruned_through:
-                reset[code] = "pruned"
-                self.last[code] = position.last_seq
-            elif sent > position.last_seq:
-                reset[code] = "unknown-cursor"
-                self.last[code] = position.last_seq
-            else:
-                self.last[code] = sent
-        cursor = format_cursor(self.last)
-        # The cursor goes out with the first bytes, so a client that drops before any
-        # event can still resume exactly from here.
-        out = f"retry: {settings.CGM_SSE_RETRY_MS}\n"
-        out += _sse("stream-open", json.dumps({"stations": self.codes, "cursor": cursor}), cursor)
-        if reset:
-            # Never a silent gap: the client learns which stations lost history and
-            # should reload it (the history API), then continues live from here.
-            out += _sse(
-                "stream-reset", json.dumps({"stations": list(reset), "reasons": reset}), cursor
-            )
-        return out
+        self.station_ids = {code: positions[code].station_id for code in self.codes}
+        self.last, reset = resume_point(self.codes, positions, self.client_cursor)
+        return opening_frames(self.codes, self.last, reset)
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
         page = settings.CGM_SSE_REPLAY_PAGE

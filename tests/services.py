@@ -119,3 +119,83 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+class PushpinServer:
+    """A private Pushpin (scripts/run_pushpin.py) in front of one or more Daphnes."""
+
+    def __init__(self, workdir, origins: list[int], key: str = "e2e-grip-key"):
+        import shutil as _shutil
+
+        if not (_shutil.which("pushpin") and _shutil.which("zurl")):
+            installer = subprocess.run(
+                ["bash", "scripts/ensure-pushpin.sh"], cwd=_root(), capture_output=True, text=True
+            )
+            if installer.returncode != 0:
+                unavailable(f"pushpin/zurl missing and not installable: {installer.stderr.strip()}")
+        self.port = free_port()
+        # Pushpin's own ports (publish 5561, zmq 5560/5562/5563) shifted to a free range.
+        self.offset = _free_offset()
+        self.key = key
+        self.origins = origins
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grip_url(self) -> str:
+        return f"http://127.0.0.1:{5561 + self.offset}?iss=pushpin&key={self.key}"
+
+    def start(self) -> "PushpinServer":
+        import sys as _sys
+
+        args = [_sys.executable, "scripts/run_pushpin.py", "--port", str(self.port)]
+        args += ["--port-offset", str(self.offset), "--key", self.key]
+        for origin in self.origins:
+            args += ["--origin", f"127.0.0.1:{origin}"]
+        self.log_path = self.workdir / f"pushpin-{self.port}.log"
+        self.process = subprocess.Popen(
+            args,
+            cwd=_root(),
+            stdout=open(self.log_path, "wb"),  # noqa: SIM115 (kept open for the child)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        while not (_answers(self.port) and _answers(5561 + self.offset)):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"pushpin did not start:\n{self.log()}")
+            time.sleep(0.1)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        import os as _os
+        import signal as _signal
+
+        if self.process and self.process.poll() is None:
+            _os.killpg(self.process.pid, _signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                _os.killpg(self.process.pid, _signal.SIGKILL)
+                self.process.wait(5)
+
+
+def _root():
+    from tests.server import ROOT
+
+    return ROOT
+
+
+def _free_offset() -> int:
+    for _ in range(50):
+        offset = 1000 + (uuid.uuid4().int % 400) * 10
+        if not any(_answers(base + offset) for base in (5560, 5561, 5562, 5563)):
+            return offset
+    raise RuntimeError("no free port range for Pushpin")

@@ -1,0 +1,69 @@
+"""Start Pushpin in front of Django: the "beyond one machine" size, on one host.
+
+    .venv/bin/python scripts/run_pushpin.py --origin 127.0.0.1:8001 --port 7999
+
+Renders deploy/pushpin/*.template into var/pushpin-<port>/ and runs Pushpin there
+(in the foreground; Ctrl-C stops it). Django must run with
+GRIP_URL=http://127.0.0.1:<5561 + offset>?iss=pushpin&key=<same key>, which this
+script prints. Installs Debian's pushpin and zurl first when they are missing.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "deploy" / "pushpin"
+
+
+def render(rundir: Path, *, port: int, offset: int, origins: list[str], key: str) -> Path:
+    (rundir / "log").mkdir(parents=True, exist_ok=True)
+    values = {
+        "RUNDIR": str(rundir),
+        "PORT_OFFSET": str(offset),
+        "HTTP_PORT": str(port),
+        "GRIP_KEY": key,
+        "ORIGINS": ",".join(origins),
+    }
+    for name in ("pushpin.conf", "routes"):
+        text = (TEMPLATES / f"{name}.template").read_text()
+        for placeholder, value in values.items():
+            text = text.replace("{{" + placeholder + "}}", value)
+        (rundir / name).write_text(text)
+    return rundir / "pushpin.conf"
+
+
+def grip_url(offset: int, key: str) -> str:
+    return f"http://127.0.0.1:{5561 + offset}?iss=pushpin&key={key}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--origin", action="append", required=True, help="host:port of Daphne")
+    parser.add_argument("--port", type=int, default=7999, help="client-facing HTTP port")
+    parser.add_argument("--port-offset", type=int, default=0, help="shift Pushpin's own ports")
+    parser.add_argument("--key", default=os.environ.get("CGM_GRIP_KEY"), help="signing key")
+    args = parser.parse_args()
+    if not args.key:
+        print(
+            "run_pushpin: set --key or CGM_GRIP_KEY (shared with Django's GRIP_URL)",
+            file=sys.stderr,
+        )
+        return 2
+    if not (shutil.which("pushpin") and shutil.which("zurl")):
+        subprocess.run(["bash", str(ROOT / "scripts" / "ensure-pushpin.sh")], check=True)
+
+    rundir = ROOT / "var" / f"pushpin-{args.port}"
+    config = render(
+        rundir, port=args.port, offset=args.port_offset, origins=args.origin, key=args.key
+    )
+    print(f"run_pushpin: clients connect to http://127.0.0.1:{args.port}/", flush=True)
+    print(f"run_pushpin: Django needs GRIP_URL={grip_url(args.port_offset, args.key)}", flush=True)
+    os.execvp("pushpin", ["pushpin", "--config", str(config), "--merge-output"])  # noqa: S606
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Beyond one machine: Pushpin holds the streams, Django answers with GRIP.
+
+Runs the real Pushpin (Debian's pushpin and zurl, installed by scripts/ensure-pushpin.sh)
+in front of real Daphne processes.
+"""
+
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import make_event
+from tests.server import DaphneServer
+from tests.services import PushpinServer
+from tests.sse import SSEStream
+
+pytestmark = pytest.mark.e2e
+
+A, B = "ST001", "ST002"
+
+
+@pytest.fixture
+def pushpin_stack(tmp_path):
+    """Pushpin in front of two Daphne workers on one database."""
+    from tests.server import free_port
+
+    ports = [free_port(), free_port()]
+    pushpin = PushpinServer(tmp_path, origins=ports)
+    env = {"GRIP_URL": pushpin.grip_url}
+    first = DaphneServer(tmp_path, env=env)
+    first.port = ports[0]
+    second = DaphneServer(tmp_path, env=env, share_with=first)
+    second.port = ports[1]
+    first.start()
+    second.start()
+    pushpin.start()
+    yield pushpin, first, second
+    pushpin.stop()
+    first.stop()
+    second.stop()
+
+
+def grip_calls(*servers) -> int:
+    """Requests Pushpin made back to Django for paging or recovery."""
+    return sum(len(re.findall(r"GET /api/sse/[^\"]*link=next", s.log())) for s in servers)
+
+
+def test_pushpin_delivers_live_events_in_order_without_recovery_calls(pushpin_stack):
+    pushpin, first, second = pushpin_stack
+    stream = SSEStream(
+        f"{pushpin.url}/api/sse/?station={A}&station={B}", headers=first.reader_headers
+    )
+    assert stream.status_code == 200
+    opening = stream.next_of("stream-open")
+    assert opening.id == f"{A}:0,{B}:0"
+
+    sent = []
+    for n in range(10):
+        event = make_event((A, B)[n % 2], message=f"{n * 10}% load")
+        (first, second)[n % 3 % 2].post(event)
+        sent.append(event)
+
+    received = stream.collect("notification", 10, timeout=15)
+    assert [e.json()["id"] for e in received] == [e["id"] for e in sent]
+    assert received[-1].json()["message"] == "90% load"
+    assert received[-1].id == f"{A}:5,{B}:5"
+    assert stream.quiet("notification", 0.5) == []
+    assert grip_calls(first, second) == 0
+
+
+def test_pushpin_streams_resume_from_the_log_with_last_event_id(pushpin_stack):
+    pushpin, first, _ = pushpin_stack
+    events = [make_event(A) for _ in range(3)]
+    first.post(events)
+
+    stream = SSEStream(
+        f"{pushpin.url}/api/sse/stations/{A}/",
+        headers={**first.reader_headers, "Last-Event-ID": f"{A}:1"},
+    )
+    replayed = stream.collect("notification", 2)
+    assert [e.json()["id"] for e in replayed] == [e["id"] for e in events[1:]]
+    assert [e.id for e in replayed] == [f"{A}:2", f"{A}:3"]
+
+    live = make_event(A)
+    first.post(live)
+    assert stream.next_of("notification").json()["id"] == live["id"]
+    assert stream.quiet("notification", 0.5) == []
+
+
+def test_pushpin_streams_check_access_like_direct_ones(pushpin_stack):
+    pushpin, first, _ = pushpin_stack
+    key_a = first.manage("createapikey", "reader A", "--scope", "subscribe", "--station", A)
+    headers = {"Authorization": f"Bearer {key_a.strip()}"}
+    assert httpx.get(f"{pushpin.url}/api/sse/stations/{B}/", headers=headers).status_code == 403
+    assert httpx.get(f"{pushpin.url}/api/sse/stations/{A}/").status_code == 401
+
+    stream = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers=headers)
+    stream.next_of("stream-open")
+    first.post(make_event(B))
+    only_a = make_event(A)
+    first.post(only_a)
+    assert stream.next_of("notification").json()["id"] == only_a["id"]
+
+
+def test_a_client_cannot_fake_pushpins_signature(pushpin_stack):
+    _, first, _ = pushpin_stack
+    # Straight to Django with a made-up Grip-Sig: not treated as proxied, so this is an
+    # ordinary stream (200, held by Django), never a GRIP instruction.
+    headers = {**first.reader_headers, "Grip-Sig": "forged"}
+    with httpx.stream("GET", f"{first.url}/api/sse/stations/{A}/", headers=headers) as response:
+        assert response.status_code == 200
+        assert "Grip-Hold" not in response.headers
+        assert "Grip-Channel" not in response.headers
+
+
+def test_batches_across_stations_need_no_recovery_either(pushpin_stack):
+    pushpin, first, second = pushpin_stack
+    stream = SSEStream(
+        f"{pushpin.url}/api/sse/?station={A}&station={B}", headers=first.reader_headers
+    )
+    stream.next_of("stream-open")
+    batch = [make_event(A), make_event(B), make_event(A), make_event(B)]
+    first.post(batch)
+    second.post([make_event(B), make_event(A)])
+
+    received = stream.collect("notification", 6, timeout=15)
+    assert [e.json()["id"] for e in received[:4]] == [e["id"] for e in batch]
+    assert received[-1].id == f"{A}:3,{B}:3"
+    assert grip_calls(first, second) == 0
