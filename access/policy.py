@@ -1,6 +1,8 @@
 """Who is calling, and which stations they may read or post for."""
 
 import hmac
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -66,14 +68,41 @@ def readable_stations(principal: Principal) -> StationSet:
     return key_stations(api_key, ApiKey.Scope.SUBSCRIBE)
 
 
-def find_key(raw: str) -> ApiKey | None:
-    """The active key for a presented secret, or None. Constant-time hash comparison."""
+# Keys seen in the last few seconds, by hash: one query saved on every request.
+# A change in this process clears it (access/signals.py); others see it within
+# KEY_CACHE_SECONDS, in line with "revocation takes effect within seconds".
+KEY_CACHE_SECONDS = 2.0
+_key_cache: dict[str, tuple[float, ApiKey | None]] = {}
+_key_cache_lock = threading.Lock()
+
+
+def forget_cached_keys() -> None:
+    with _key_cache_lock:
+        _key_cache.clear()
+
+
+def find_key(raw: str, *, cached: bool = True) -> ApiKey | None:
+    """The active key for a presented secret, or None. Constant-time hash comparison.
+    Streams open rarely and live long: they ask with cached=False."""
     parts = raw.split("_")
     if len(parts) < 3 or parts[0] != KEY_PREFIX:
         return None
-    api_key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
-    if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_key(raw)):
-        return None
+    digest = hash_key(raw)
+    now = time.monotonic()
+    with _key_cache_lock:
+        hit = _key_cache.get(digest)
+    if cached and hit is not None and hit[0] > now:
+        return hit[1]
+    api_key = next(
+        iter(ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).order_by()[:1]),
+        None,
+    )
+    if api_key is not None and not hmac.compare_digest(api_key.key_hash, digest):
+        api_key = None
+    with _key_cache_lock:
+        if len(_key_cache) > 10_000:  # wrong keys must not grow it without bound
+            _key_cache.clear()
+        _key_cache[digest] = (now + KEY_CACHE_SECONDS, api_key)
     return api_key
 
 
@@ -82,6 +111,7 @@ def note_key_used(api_key: ApiKey) -> None:
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
 
 
 def key_from_headers(headers) -> str | None:

@@ -12,9 +12,11 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from access.models import AccessRevision, ApiKey, StationAccess
+from access.policy import forget_cached_keys
 
 
 def bump_after_commit(**kwargs):
+    forget_cached_keys()
     transaction.on_commit(AccessRevision.bump)
 
 

@@ -20,7 +20,7 @@ class StreamAuthError(Exception):
 
 
 def _active_key(raw: str) -> ApiKey | None:
-    api_key = find_key(raw)
+    api_key = find_key(raw, cached=False)
     if api_key is not None:
         note_key_used(api_key)
     return api_key

@@ -231,6 +231,8 @@ else:
 # GRIP_URL: Pushpin's publish endpoint (e.g. http://127.0.0.1:5561); Pushpin then holds
 # the client connections and Django answers stream requests with GRIP instructions.
 GRIP_URL = env_str("GRIP_URL")
+# Seconds between Pushpin's safety-net refetches of a held stream's next link.
+CGM_GRIP_REFRESH_SECONDS = env_int("CGM_GRIP_REFRESH_SECONDS", 600)
 if GRIP_URL:
     # Marks requests that Pushpin signed (request.grip.proxied); others stream directly.
     MIDDLEWARE.insert(1, "django_grip.GripMiddleware")

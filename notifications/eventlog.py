@@ -12,8 +12,7 @@ from django_eventstream.event import Event
 from django_eventstream.storage import EventDoesNotExist, StorageBase
 
 from notifications.models import Notification
-from notifications.publish import EVENT_TYPE
-from notifications.representation import encode_data, notification_data
+from notifications.representation import EVENT_TYPE, encode_data, notification_data
 from stations.models import Station
 
 

@@ -10,6 +10,14 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from notifications.models import Notification
 
+EVENT_TYPE = "notification"
+
+
+def station_channel(station_code: str) -> str:
+    # The channel is the station code itself, so the stream cursor ("ST001:42") reads
+    # the same in-process and behind Pushpin, where Pushpin builds it from channel ids.
+    return station_code
+
 
 def _iso(value):
     return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 
 from notifications.models import Notification
@@ -35,4 +35,10 @@ def notification_prune(
             deleted += count
             if boundary > locked.log_pruned_through:
                 Station.objects.filter(pk=locked.pk).update(log_pruned_through=boundary)
+    if deleted and connection.vendor == "sqlite":
+        # SQLite plans the admin's filtered history pages well only with statistics
+        # (measured: 260-370 ms without, 1-2 ms with, on 100,000 rows). PostgreSQL's
+        # autovacuum keeps its own.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE notifications_notification")
     return deleted

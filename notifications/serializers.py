@@ -5,6 +5,7 @@ from datetime import datetime
 
 from rest_framework import serializers
 
+from stations import lookup
 from stations.models import Box, Connector, Station
 
 # Keys the model stores in columns; anything else a sender adds is kept in `extra`.
@@ -57,7 +58,7 @@ class EventInput:
 
 
 class Equipment:
-    """The stations, boxes and connectors a request names, loaded in three queries."""
+    """The stations, boxes and connectors a request names (stations/lookup.py caches)."""
 
     def __init__(self, raw_events: list):
         def strings(key):
@@ -65,27 +66,19 @@ class Equipment:
                 e[key] for e in raw_events if isinstance(e, dict) and isinstance(e.get(key), str)
             }
 
-        box_codes = strings("boxId")
         connector_codes = strings("connectorId") | {
             str(e["connectorId"])
             for e in raw_events
             if isinstance(e, dict) and type(e.get("connectorId")) is int
         }
-        self.stations = {s.code: s for s in Station.objects.filter(code__in=strings("stationId"))}
-        self.boxes: dict[str, list[Box]] = {}
-        for box in Box.objects.filter(code__in=box_codes) if box_codes else []:
-            self.boxes.setdefault(box.code, []).append(box)
-        self.connectors = {
-            (c.box_id, c.code): c
-            for c in (
-                Connector.objects.filter(
-                    box__in=[b for boxes in self.boxes.values() for b in boxes],
-                    code__in=connector_codes,
-                )
-                if connector_codes and self.boxes
-                else []
-            )
-        }
+        self.stations = lookup.stations_by_code(strings("stationId"))
+        self.boxes = lookup.boxes_by_code(strings("boxId"))
+        all_boxes = [box for boxes in self.boxes.values() for box in boxes]
+        self.connectors = (
+            lookup.connectors_by_box(all_boxes, connector_codes)
+            if all_boxes and connector_codes
+            else {}
+        )
 
 
 class EventSerializer(serializers.Serializer):

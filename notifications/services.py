@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from cgm.write_lock import write_lock
 from notifications.models import Notification
 from notifications.publish import publish_notifications
 from notifications.serializers import EventInput
@@ -37,7 +38,7 @@ def notification_ingest(*, events: list[EventInput]) -> list[Stored]:
 
 
 def _store(events: list[EventInput]) -> list[Stored]:
-    with transaction.atomic():
+    with write_lock(), transaction.atomic():
         # Lock the stations first, always in primary-key order (no deadlocks between
         # batches): it serialises sequence allocation per station, so sequences are
         # contiguous and commit in order, which the streams' resume relies on.
@@ -51,9 +52,9 @@ def _store(events: list[EventInput]) -> list[Stored]:
 
         existing = {
             n.message_id: n
-            for n in Notification.objects.select_related("station", "box", "connector").filter(
-                message_id__in=[event.message_id for event in events]
-            )
+            for n in Notification.objects.select_related("station", "box", "connector")
+            .filter(message_id__in=[event.message_id for event in events])
+            .order_by()
         }
 
         new_rows: list[Notification] = []

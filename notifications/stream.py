@@ -31,7 +31,7 @@ from notifications.cursor import CursorError, cursor_from_request, format_cursor
 from notifications.eventlog import LogPosition, log_entries_after, log_positions
 from notifications.fanout import subscriber
 from notifications.grip import grip_last_cursor, grip_response, next_link_principal
-from notifications.publish import EVENT_TYPE
+from notifications.representation import EVENT_TYPE
 from stations.models import code_validator
 
 

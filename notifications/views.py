@@ -1,10 +1,51 @@
 """The operators' dashboard: one server-rendered page, plain JavaScript, no build step."""
 
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from access.policy import user_stations
 from stations.models import Station
 
+# Rows the dashboard loads per selection, and keeps on screen at most.
+HISTORY_LIMIT = 50
+MAX_ROWS = 500
 
+
+def _requested_codes(request) -> list[str]:
+    # ?station=A&station=B (what the page writes) and ?station=A,B (as the stream takes).
+    codes = [
+        part.strip()
+        for value in request.GET.getlist("station")
+        for part in value.split(",")
+        if part.strip()
+    ]
+    return list(dict.fromkeys(codes))
+
+
+@login_required
 def dashboard(request):
-    stations = list(Station.objects.order_by("code").values_list("code", "name"))
-    return render(request, "notifications/dashboard.html", {"stations": stations})
+    # Only the stations this operator may read: the history and the stream would refuse
+    # the others anyway.
+    readable = user_stations(request.user)
+    stations = Station.objects.order_by("code")
+    if not readable.everything:
+        stations = stations.filter(code__in=readable.codes)
+    stations = list(stations.values_list("code", "name"))
+    offered = {code for code, _ in stations}
+    requested = _requested_codes(request)
+    return render(
+        request,
+        "notifications/dashboard.html",
+        {
+            "stations": stations,
+            # The page is rendered with the link's stations already ticked, so a reload
+            # or a shared link shows the same feed. Others are named, not dropped
+            # silently, with no hint whether they exist.
+            "selected": {code for code in requested if code in offered},
+            "unavailable_stations": [code for code in requested if code not in offered],
+            "max_stations": settings.CGM_SSE_MAX_STATIONS,
+            "history_limit": HISTORY_LIMIT,
+            "max_rows": MAX_ROWS,
+        },
+    )

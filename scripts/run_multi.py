@@ -25,6 +25,7 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("daphne_args", nargs="*", help="passed on to daphne (after --)")
     args = parser.parse_args()
 
     if not os.environ.get("REDIS_URL"):
@@ -40,7 +41,7 @@ def main() -> int:
 
     def spawn() -> subprocess.Popen:
         return subprocess.Popen(
-            [str(BIN / "daphne"), "--fd", str(fd), "cgm.asgi:application"],
+            [str(BIN / "daphne"), "--fd", str(fd), *args.daphne_args, "cgm.asgi:application"],
             pass_fds=[fd],
         )
 

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "deploy" / "pushpin"
 
 
-def render(rundir: Path, *, port: int, offset: int, origins: list[str], key: str) -> Path:
+def render(
+    rundir: Path, *, port: int, offset: int, origins: list[str], key: str, log_level: int = 2
+) -> Path:
     (rundir / "log").mkdir(parents=True, exist_ok=True)
     values = {
         "RUNDIR": str(rundir),
@@ -27,6 +29,7 @@ def render(rundir: Path, *, port: int, offset: int, origins: list[str], key: str
         "HTTP_PORT": str(port),
         "GRIP_KEY": key,
         "ORIGINS": ",".join(origins),
+        "LOG_LEVEL": str(log_level),
     }
     for name in ("pushpin.conf", "routes"):
         text = (TEMPLATES / f"{name}.template").read_text()
@@ -46,6 +49,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=7999, help="client-facing HTTP port")
     parser.add_argument("--port-offset", type=int, default=0, help="shift Pushpin's own ports")
     parser.add_argument("--key", default=os.environ.get("CGM_GRIP_KEY"), help="signing key")
+    parser.add_argument("--log-level", type=int, default=2, help="3 = debug (tests read it)")
     args = parser.parse_args()
     if not args.key:
         print(
@@ -58,7 +62,12 @@ def main() -> int:
 
     rundir = ROOT / "var" / f"pushpin-{args.port}"
     config = render(
-        rundir, port=args.port, offset=args.port_offset, origins=args.origin, key=args.key
+        rundir,
+        port=args.port,
+        offset=args.port_offset,
+        origins=args.origin,
+        key=args.key,
+        log_level=args.log_level,
     )
     print(f"run_pushpin: clients connect to http://127.0.0.1:{args.port}/", flush=True)
     print(f"run_pushpin: Django needs GRIP_URL={grip_url(args.port_offset, args.key)}", flush=True)

@@ -67,10 +67,12 @@ class DaphneServer:
         env: dict | None = None,
         share_with: "DaphneServer | None" = None,
         database: "PreparedDatabase | None" = None,
+        daphne_args: tuple[str, ...] = (),
     ):
         """`share_with`: another worker process on the same database (file or server).
         `database`: a prepared PostgreSQL database instead of a fresh SQLite file."""
         self.workdir = workdir
+        self.daphne_args = list(daphne_args)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log_path = workdir / "daphne.log"
@@ -137,7 +139,15 @@ class DaphneServer:
     def start(self) -> "DaphneServer":
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child)
         self.process = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "cgm.asgi:application"],
+            [
+                str(BIN / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                *self.daphne_args,
+                "cgm.asgi:application",
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,

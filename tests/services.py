@@ -124,7 +124,7 @@ class RedisServer:
 class PushpinServer:
     """A private Pushpin (scripts/run_pushpin.py) in front of one or more Daphnes."""
 
-    def __init__(self, workdir, origins: list[int], key: str = "e2e-grip-key"):
+    def __init__(self, workdir, origins: list[int], key: str = "e2e-grip-key", log_level: int = 2):
         import shutil as _shutil
 
         if not (_shutil.which("pushpin") and _shutil.which("zurl")):
@@ -137,6 +137,7 @@ class PushpinServer:
         # Pushpin's own ports (publish 5561, zmq 5560/5562/5563) shifted to a free range.
         self.offset = _free_offset()
         self.key = key
+        self.log_level = log_level
         self.origins = origins
         self.workdir = workdir
         self.process: subprocess.Popen | None = None
@@ -154,6 +155,7 @@ class PushpinServer:
 
         args = [_sys.executable, "scripts/run_pushpin.py", "--port", str(self.port)]
         args += ["--port-offset", str(self.offset), "--key", self.key]
+        args += ["--log-level", str(self.log_level)]
         for origin in self.origins:
             args += ["--origin", f"127.0.0.1:{origin}"]
         self.log_path = self.workdir / f"pushpin-{self.port}.log"

@@ -1,0 +1,414 @@
+"""The project's benchmark: real servers, real streams, one result line per scenario.
+
+    .venv/bin/python bench/run.py                      # every scenario at the issue's sizes
+    .venv/bin/python bench/run.py embedded --subscribers 200 --duration 10   # a quick one
+
+Scenarios:
+  embedded   SQLite, one Daphne; subscribers, then events at a fixed rate
+  multi      PostgreSQL + Redis, 2 Daphne workers on one socket (scripts/run_multi.py),
+             then a reconnect storm of every subscriber with Last-Event-ID
+  pushpin    PostgreSQL, Pushpin in front of 2 Daphne workers, then a reconnect storm
+  ingest     PostgreSQL + 2 workers, no subscribers: 16 posters flat out, single and
+             batches of 100
+  idle       idle streams only: server memory per stream
+
+Load generator and servers share the machine (2 cores here): figures are for that.
+"""
+
+import argparse
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import (  # noqa: E402
+    Stats,
+    Subscriber,
+    open_all,
+    post_at_rate,
+    post_flat_out,
+    reconnect_storm,
+)
+from tests.server import DaphneServer, free_port, prepare_database  # noqa: E402
+from tests.services import (  # noqa: E402
+    PushpinServer,
+    RedisServer,
+    create_pg_database,
+    drop_pg_database,
+    pg_connections,
+    pg_url,
+)
+
+QUIET = ("-v", "0")  # no access log line per request
+SERVER_ENV = {"CGM_INGEST_RATE": "1000000/s", "LOG_LEVEL": "WARNING"}
+
+
+def proc_status(pid: int) -> tuple[int, int]:
+    """(RSS KiB, threads) of a process and its children, from /proc."""
+    rss = threads = 0
+    for p in [pid, *children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Threads:"):
+                    threads += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return rss, threads
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    try:
+        for entry in Path(f"/proc/{pid}/task").iterdir():
+            kids = (entry / "children").read_text().split()
+            for kid in kids:
+                found.append(int(kid))
+                found.extend(children(int(kid)))
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return found
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.1f}ms"
+
+
+class Stack:
+    """The servers of one scenario: where clients connect, which pids to measure."""
+
+    client_port: int
+    ingest_port: int
+    django_pids: list[int]
+    proxy_pids: list[int]
+    ingest_key: str
+    subscribe_key: str
+    db_name: str | None = None
+    db_file: Path | None = None
+
+    def stop(self):
+        raise NotImplementedError
+
+    def db_connections(self) -> str:
+        if self.db_name:
+            return str(pg_connections(self.db_name))
+        count = 0
+        for pid in self.django_pids:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    if os.readlink(fd) == str(self.db_file):
+                        count += 1
+                except OSError:
+                    pass
+        return f"{count} (sqlite handles)"
+
+
+class EmbeddedStack(Stack):
+    def __init__(self, workdir: Path, stations: int):
+        self.server = DaphneServer(workdir, stations=stations, env=SERVER_ENV, daphne_args=QUIET)
+        self.server.start()
+        self.client_port = self.ingest_port = self.server.port
+        self.django_pids = [self.server.pid]
+        self.proxy_pids = []
+        self.ingest_key, self.subscribe_key = self.server.ingest_key, self.server.subscribe_key
+        self.db_file = workdir / "db.sqlite3"
+
+    def stop(self):
+        self.server.stop()
+
+
+class MultiStack(Stack):
+    """PostgreSQL + Redis + scripts/run_multi.py (workers sharing one socket)."""
+
+    def __init__(self, workdir: Path, stations: int, workers: int = 2, with_launcher=True):
+        self.db_name = create_pg_database()
+        self.database = prepare_database(pg_url(self.db_name), stations=stations)
+        self.redis = RedisServer().start()
+        self.ingest_key = self.database.ingest_key
+        self.subscribe_key = self.database.subscribe_key
+        self.env = {
+            **os.environ,
+            **SERVER_ENV,
+            "DJANGO_SETTINGS_MODULE": "cgm.settings",
+            "DATABASE_URL": self.database.url,
+            "REDIS_URL": self.redis.url,
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-secret",
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "CGM_ALLOW_PLAIN_HTTP": "1",
+        }
+        self.proxy_pids = []
+        self.port = free_port()
+        self.launcher = subprocess.Popen(
+            [
+                sys.executable,
+                "scripts/run_multi.py",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--",
+                *QUIET,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        banner = self.launcher.stdout.readline()
+        self.django_pids = [int(p) for p in banner.split("(pids ")[1].rstrip(")\n").split()]
+        self.client_port = self.ingest_port = self.port
+        wait_for_port(self.port)
+
+    def stop(self):
+        self.launcher.terminate()
+        self.launcher.wait(30)
+        self.redis.stop()
+        drop_pg_database(self.db_name)
+
+
+class PushpinStack(Stack):
+    """PostgreSQL, Pushpin holding the streams, 2 Daphne workers answering GRIP."""
+
+    def __init__(self, workdir: Path, stations: int):
+        self.db_name = create_pg_database()
+        database = prepare_database(pg_url(self.db_name), stations=stations)
+        self.ingest_key, self.subscribe_key = database.ingest_key, database.subscribe_key
+        ports = [free_port(), free_port()]
+        self.pushpin = PushpinServer(workdir, origins=ports)
+        env = {**SERVER_ENV, "GRIP_URL": self.pushpin.grip_url}
+        self.servers = []
+        for port in ports:
+            server = DaphneServer(workdir, env=env, database=database, daphne_args=QUIET)
+            server.port = port
+            self.servers.append(server.start())
+        self.pushpin.start()
+        self.client_port = self.pushpin.port
+        self.ingest_port = ports[0]
+        self.django_pids = [s.pid for s in self.servers]
+        self.proxy_pids = [self.pushpin.process.pid]
+
+    def stop(self):
+        self.pushpin.stop()
+        for server in self.servers:
+            server.stop()
+        drop_pg_database(self.db_name)
+
+
+def wait_for_port(port: int, timeout: float = 30):
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing answers on {port}")
+
+
+def measure(stack: Stack) -> tuple[int, int]:
+    rss = threads = 0
+    for pid in stack.django_pids + stack.proxy_pids:
+        r, t = proc_status(pid)
+        rss += r
+        threads += t
+    return rss, threads
+
+
+def django_threads(stack: Stack) -> int:
+    return sum(proc_status(pid)[1] for pid in stack.django_pids)
+
+
+async def streaming_scenario(name: str, stack: Stack, args) -> str:
+    codes = [f"ST{n:03d}" for n in range(1, args.stations + 1)]
+    auth = {"Authorization": f"Bearer {stack.subscribe_key}"}
+    subs = [
+        Subscriber(f"/api/sse/stations/{codes[n % len(codes)]}/", codes[n % len(codes)], auth)
+        for n in range(args.subscribers)
+    ]
+    stats = Stats()
+    await asyncio.sleep(1)
+    rss_before, _ = measure(stack)
+    started = time.monotonic()
+    failed_open = await open_all(stack.client_port, subs, stats)
+    open_seconds = time.monotonic() - started
+    await asyncio.sleep(2)
+    rss_open, threads_open = measure(stack)
+    per_stream = (rss_open - rss_before) / max(1, args.subscribers - failed_open)
+    db_conns = stack.db_connections()
+    threads_django = django_threads(stack)
+
+    sent: dict[str, list[str]] = {}
+    post = post_at_rate(
+        stack.ingest_port,
+        {"Authorization": f"Bearer {stack.ingest_key}"},
+        stats,
+        rate=args.rate,
+        duration=args.duration,
+        stations=codes,
+        batch=args.batch,
+        prefix=f"{name}-{int(time.time())}",
+        sent_per_station=sent,
+    )
+    storm_failed = None
+    if args.storm:
+        # Stream steadily for the first part, then drop and reconnect everyone while
+        # events keep coming.
+        poster = asyncio.ensure_future(post)
+        await asyncio.sleep(args.duration * 0.5)
+        storm_failed = await reconnect_storm(stack.client_port, subs, stats, within=10)
+        await poster
+    else:
+        await post
+
+    expected = sum(len(sent.get(sub.station, [])) for sub in subs if sub.opened or sub.received)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        delivered = sum(len(sub.received) for sub in subs)
+        if delivered >= expected:
+            break
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(1)
+    delivered = sum(len(sub.received) for sub in subs)
+    lost = sum(len(set(sent.get(sub.station, [])) - sub.received) for sub in subs)
+    duplicated = sum(sub.duplicates for sub in subs)
+    for sub in subs:
+        if sub.transport:
+            sub.transport.close()
+
+    line = (
+        f"{name}: subscribers={args.subscribers} stations={args.stations} "
+        f"failed_opens={failed_open} (opened in {open_seconds:.1f}s) "
+        f"rate={args.rate}/s batch={args.batch} duration={args.duration}s | "
+        f"offered={stats.offered} accepted={stats.accepted} statuses={stats.statuses} | "
+        f"delivered={delivered}/{expected} lost={lost} duplicated={duplicated} | "
+        f"ingest p50={ms(pct(stats.ingest, 0.5))} p99={ms(pct(stats.ingest, 0.99))} | "
+        f"latency p50={ms(pct(stats.latencies, 0.5))} p99={ms(pct(stats.latencies, 0.99))} "
+        f"max={ms(max(stats.latencies, default=float('nan')))} | "
+        f"rss/stream={per_stream:.1f}KiB (all server processes) "
+        f"django_threads={threads_django} all_threads={threads_open} db_connections={db_conns}"
+    )
+    if storm_failed is not None:
+        line += f" | reconnect storm: {len(subs)} within 10s, failed={storm_failed}"
+    return line
+
+
+async def ingest_scenario(stack: Stack, args) -> list[str]:
+    codes = [f"ST{n:03d}" for n in range(1, args.stations + 1)]
+    headers = {"Authorization": f"Bearer {stack.ingest_key}"}
+    lines = []
+    for batch in (1, 100):
+        stats = Stats()
+        elapsed = await post_flat_out(
+            stack.ingest_port,
+            headers,
+            stats,
+            posters=16,
+            duration=args.duration,
+            stations=codes,
+            batch=batch,
+            prefix=f"ingest{batch}-{int(time.time())}",
+        )
+        lines.append(
+            f"ingest(batch={batch}): posters=16 duration={elapsed:.1f}s "
+            f"accepted={stats.accepted} ({stats.accepted / elapsed:.0f} events/s) "
+            f"statuses={stats.statuses} request p50={ms(pct(stats.ingest, 0.5))} "
+            f"p99={ms(pct(stats.ingest, 0.99))} db_connections={stack.db_connections()}"
+        )
+    return lines
+
+
+async def idle_scenario(stack: Stack, args) -> str:
+    codes = [f"ST{n:03d}" for n in range(1, args.stations + 1)]
+    auth = {"Authorization": f"Bearer {stack.subscribe_key}"}
+    subs = [
+        Subscriber(f"/api/sse/stations/{codes[n % len(codes)]}/", codes[n % len(codes)], auth)
+        for n in range(args.subscribers)
+    ]
+    stats = Stats()
+    await asyncio.sleep(1)
+    before, threads_before = measure(stack)
+    failed = await open_all(stack.client_port, subs, stats)
+    await asyncio.sleep(3)
+    after, threads_after = measure(stack)
+    for sub in subs:
+        if sub.transport:
+            sub.transport.close()
+    return (
+        f"idle: streams={args.subscribers} failed_opens={failed} "
+        f"server RSS {before / 1024:.1f}->{after / 1024:.1f}MiB "
+        f"= {(after - before) / max(1, args.subscribers - failed):.1f}KiB per stream; "
+        f"threads {threads_before}->{threads_after}; db_connections={stack.db_connections()}"
+    )
+
+
+DEFAULTS = {
+    "embedded": {"subscribers": 2000, "stations": 100, "rate": 200, "duration": 60},
+    "multi": {"subscribers": 10000, "stations": 500, "rate": 500, "duration": 60, "storm": True},
+    "pushpin": {"subscribers": 10000, "stations": 500, "rate": 500, "duration": 60, "storm": True},
+    "ingest": {"stations": 100, "duration": 20},
+    "idle": {"subscribers": 2000, "stations": 100},
+}
+
+
+def run(name: str, args) -> list[str]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"cgm-bench-{name}-"))
+    if name in ("embedded", "idle"):
+        stack = EmbeddedStack(workdir, args.stations)
+    elif name in ("multi", "ingest"):
+        stack = MultiStack(workdir, args.stations)
+    else:
+        stack = PushpinStack(workdir, args.stations)
+    try:
+        if name == "ingest":
+            return asyncio.run(ingest_scenario(stack, args))
+        if name == "idle":
+            return [asyncio.run(idle_scenario(stack, args))]
+        return [asyncio.run(streaming_scenario(name, stack, args))]
+    finally:
+        stack.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", default=list(DEFAULTS), choices=list(DEFAULTS))
+    parser.add_argument("--subscribers", type=int)
+    parser.add_argument("--stations", type=int)
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--no-storm", action="store_true")
+    options = parser.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"# bench on {os.cpu_count()} cores, nofile={hard}, {time.strftime('%Y-%m-%d %H:%M')}")
+    for name in options.scenarios:
+        args = argparse.Namespace(**{**DEFAULTS[name], "storm": False, "batch": options.batch})
+        args.storm = DEFAULTS[name].get("storm", False) and not options.no_storm
+        for key in ("subscribers", "stations", "rate", "duration"):
+            if getattr(options, key) is not None:
+                setattr(args, key, getattr(options, key))
+        for line in run(name, args):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,442 @@
+"""The operators' dashboard in a real browser against a real Daphne.
+
+Debian's Chromium (/usr/bin/chromium, installed by scripts/ensure-chromium.sh) driven by
+Playwright; never `playwright install`, which downloads browsers this machine cannot
+fetch. Without Chromium the tests skip, except in CI (CI=true), where they fail.
+
+Set DASHBOARD_SCREENSHOTS=<dir> to save a screenshot of each test's final page.
+"""
+
+import os
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_event
+from tests.server import DaphneServer
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OPERATOR = "operator"
+OPERATOR_PASSWORD = "dashboard-e2e-password"
+# Generous for a loaded 2-core CI machine; on success the waits end as soon as they can.
+RESUME_TIMEOUT_MS = 15_000
+WAIT_MS = 10_000
+
+
+def _browser_problem() -> str | None:
+    if not os.path.exists(CHROMIUM):
+        return f"{CHROMIUM} is missing: run scripts/ensure-chromium.sh (as root)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed: pip install -r requirements-dev.txt"
+    return None
+
+
+def test_the_browser_is_installed_where_it_must_be():
+    """Outside CI a missing Chromium skips these tests; in CI it is a failure."""
+    problem = _browser_problem()
+    if problem and os.environ.get("CI") == "true":
+        pytest.fail(f"the dashboard browser tests must run in CI, but {problem}")
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    problem = _browser_problem()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the dashboard browser tests must run in CI, but {problem}")
+        print(f"skipping the dashboard browser tests: {problem}")
+        pytest.skip(problem)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def server_env():
+    """Extra environment for the test's server; a test overrides it with parametrize."""
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path, server_env):
+    """A Daphne with demo stations ST001..ST012 and a superuser to sign in with."""
+    srv = DaphneServer(tmp_path, env=server_env)
+    env = srv.env
+    srv.env = {**env, "DJANGO_SUPERUSER_PASSWORD": OPERATOR_PASSWORD}
+    srv.manage("createsuperuser", "--noinput", "--username", OPERATOR, "--email", "op@example.com")
+    srv.env = env
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    tab = context.new_page()
+    errors = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    shots = os.environ.get("DASHBOARD_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(Path(shots) / f"{request.node.name}.png"))
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+# --- Helpers ---------------------------------------------------------------------------
+
+
+def open_dashboard(page, server, query="", username=OPERATOR):
+    """Open the dashboard as an operator would: sent to sign in, then back to the link."""
+    page.goto(f"{server.url}/{query}")
+    if "/accounts/login/" in page.url:
+        page.fill("input[name=username]", username)
+        page.fill("input[name=password]", OPERATOR_PASSWORD)
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+    assert page.url == f"{server.url}/{query}", page.url
+
+
+def create_operator(server, username: str, stations: list[str]):
+    """A plain (not staff) user assigned these stations."""
+    server.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User\n"
+        "from access.models import StationAccess\n"
+        "from stations.models import Station\n"
+        f"user = User.objects.create_user({username!r}, password={OPERATOR_PASSWORD!r})\n"
+        f"for code in {stations!r}:\n"
+        "    StationAccess.objects.create(user=user, station=Station.objects.get(code=code))\n",
+    )
+
+
+def status(page) -> str:
+    return page.get_attribute("#status", "data-state")
+
+
+def wait_live(page, timeout=WAIT_MS):
+    page.wait_for_selector("#status[data-state=live]", timeout=timeout)
+
+
+def wait_live_on(page, stations: int, timeout=WAIT_MS):
+    """Live on a stream of that many stations (not the previous selection's stream)."""
+    page.wait_for_function(
+        """n => document.querySelector('#status').dataset.state === 'live'
+            && document.querySelector('#cursor').textContent.split(',').length === n""",
+        arg=stations,
+        timeout=timeout,
+    )
+
+
+def wait_not_live(page, timeout=WAIT_MS):
+    page.wait_for_function(
+        "document.querySelector('#status').dataset.state !== 'live'", timeout=timeout
+    )
+
+
+def wait_for_rows(page, events, timeout=WAIT_MS):
+    page.wait_for_function(
+        """ids => ids.every(id =>
+            document.querySelector(`#feed tbody tr[data-id="${CSS.escape(id)}"]`))""",
+        arg=[event["id"] for event in events],
+        timeout=timeout,
+    )
+
+
+def feed_ids(page) -> list[str]:
+    """Message ids of the feed's rows, top (newest) first."""
+    return page.eval_on_selector_all("#feed tbody tr", "rows => rows.map(r => r.dataset.id)")
+
+
+def row_cells(page, event) -> list[str]:
+    return page.eval_on_selector_all(
+        f'#feed tbody tr[data-id="{event["id"]}"] td', "cells => cells.map(c => c.textContent)"
+    )
+
+
+def post(server, *events):
+    for event in events:
+        response = server.post(event)
+        assert response.status_code == 201, response.text
+
+
+class BadGateway:
+    """What a reverse proxy answers while the service is down: 502 for every request.
+
+    A browser's EventSource gives up for good on such an answer (readyState CLOSED),
+    unlike a refused connection, which it retries by itself: only the page's own
+    reconnect brings the feed back.
+    """
+
+    def __init__(self, port: int):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                body = b"502 Bad Gateway"
+                self.send_response(502)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# --- Tests -----------------------------------------------------------------------------
+
+
+def test_live_feed_shows_the_picked_stations_newest_first(server, page):
+    open_dashboard(page, server, "?station=ST001&station=ST002")
+    wait_live(page)
+    assert page.is_checked("input[value=ST001]") and page.is_checked("input[value=ST002]")
+    assert not page.is_checked("input[value=ST003]")
+
+    other = make_event("ST003")
+    st2 = make_event(
+        "ST002",
+        boxId="ST002-B2",
+        connectorId="2",
+        faultType="STATUS_CHANGED",
+        action="CONNECTOR_STATUS",
+        message='<img src=x onerror="document.title=1"> & <b>not bold</b>',
+        code="C-17",
+    )
+    st1 = make_event("ST001", faultType="GROUND_FAULT", message="Ground fault")
+    # ST003 goes first: had the page subscribed to it, it would show before the others.
+    post(server, other, st2, st1)
+    wait_for_rows(page, [st2, st1])
+
+    assert feed_ids(page) == [st1["id"], st2["id"]]
+    cells = row_cells(page, st2)
+    assert cells[0]  # receive time, local
+    assert cells[1:] == [
+        "ST002",
+        "ST002-B2",
+        "2",
+        "STATUS_CHANGED",
+        "CONNECTOR_STATUS",
+        '<img src=x onerror="document.title=1"> & <b>not bold</b>',
+        "C-17",
+    ]
+    # Data is text, never markup.
+    assert page.locator("#feed img, #feed b").count() == 0
+    # Faults and errors stand out; a status change does not.
+    assert "alert" in page.get_attribute(f'tr[data-id="{st1["id"]}"]', "class")
+    assert "alert" not in (page.get_attribute(f'tr[data-id="{st2["id"]}"]', "class") or "")
+    assert page.inner_text("#status") == "live"
+    assert page.inner_text("#cursor") == "cursor: ST001:1,ST002:1"
+
+
+def test_history_shows_on_load_and_a_reload_keeps_the_selection(server, page):
+    before = [make_event("ST001"), make_event("ST002"), make_event("ST003"), make_event("ST001")]
+    post(server, *before)
+
+    open_dashboard(page, server, "?station=ST001&station=ST002")
+    wait_for_rows(page, [before[0], before[1], before[3]])
+    wait_live(page)
+    assert feed_ids(page) == [before[3]["id"], before[1]["id"], before[0]["id"]]
+
+    live = make_event("ST002", faultType="CONNECTOR_STATUS", action="STATUS_CHANGED")
+    post(server, live)
+    wait_for_rows(page, [live])
+    assert feed_ids(page) == [live["id"], before[3]["id"], before[1]["id"], before[0]["id"]]
+
+    page.reload()
+    wait_live(page)
+    wait_for_rows(page, [live])
+    assert feed_ids(page) == [live["id"], before[3]["id"], before[1]["id"], before[0]["id"]]
+    assert page.url.endswith("/?station=ST001&station=ST002")
+
+
+def test_the_station_picker_filters_selects_and_keeps_the_url_in_step(server, page):
+    open_dashboard(page, server)
+    assert status(page) == "idle"
+    assert page.is_visible("#feed-empty")
+
+    page.fill("#station-filter", "st003")
+    assert page.is_visible("input[value=ST003]")
+    assert not page.is_visible("input[value=ST001]")
+    page.check("input[value=ST003]")
+    wait_live(page)
+    assert page.url.endswith("/?station=ST003")
+    assert page.inner_text("#selected-count") == "1 of 12"
+
+    event = make_event("ST003")
+    post(server, event)
+    wait_for_rows(page, [event])
+
+    page.fill("#station-filter", "")
+    page.click("#select-shown")
+    wait_live_on(page, 12)
+    assert page.inner_text("#selected-count") == "12 of 12"
+    assert page.url.endswith("/?" + "&".join(f"station=ST{n:03d}" for n in range(1, 13)))
+    wait_for_rows(page, [event])  # from the history this time
+
+    page.click("#clear-selection")
+    page.wait_for_selector("#status[data-state=idle]", timeout=WAIT_MS)
+    assert page.url == f"{server.url}/"
+    assert feed_ids(page) == []
+
+
+# A long retry hint keeps the browser from reconnecting before the test has posted.
+@pytest.mark.parametrize("server_env", [{"CGM_SSE_RETRY_MS": "6000"}], ids=["retry-6s"])
+def test_the_feed_resumes_after_a_server_crash_without_losing_or_repeating(server, page):
+    open_dashboard(page, server, "?station=ST001")
+    wait_live(page)
+    first = make_event("ST001")
+    post(server, first)
+    wait_for_rows(page, [first])
+
+    server.kill()
+    wait_not_live(page)
+    assert page.inner_text("#status") == "reconnecting…"
+
+    server.start()
+    # Posted at once, before the page has reconnected: the stream must replay them
+    # from the page's cursor, not start from "now".
+    after = [make_event("ST001"), make_event("ST001", faultType="POWER_FAULT")]
+    post(server, *after)
+    assert status(page) != "live"  # not yet reconnected: a 6 s retry hint
+
+    wait_live(page, timeout=RESUME_TIMEOUT_MS)
+    wait_for_rows(page, after, timeout=RESUME_TIMEOUT_MS)
+    later = make_event("ST001")
+    post(server, later)
+    wait_for_rows(page, [later])
+
+    # Each exactly once, newest first.
+    assert feed_ids(page) == [later["id"], after[1]["id"], after[0]["id"], first["id"]]
+    assert page.inner_text("#cursor") == "cursor: ST001:4"
+
+
+def test_after_the_browser_gives_up_the_page_reconnects_itself_from_its_cursor(server, page):
+    open_dashboard(page, server, "?station=ST001&station=ST002")
+    wait_live(page)
+    first = make_event("ST002")
+    post(server, first)
+    wait_for_rows(page, [first])
+
+    # The service goes down behind a proxy: every request now gets a 502, on which the
+    # browser closes the EventSource for good.
+    server.kill()
+    proxy = BadGateway(server.port)
+    try:
+        page.wait_for_function(
+            "document.querySelector('#status').textContent.startsWith('offline')",
+            timeout=WAIT_MS,
+        )
+    finally:
+        proxy.close()
+
+    server.start()
+    after = [make_event("ST001"), make_event("ST002")]
+    post(server, *after)
+
+    wait_live(page, timeout=RESUME_TIMEOUT_MS)
+    wait_for_rows(page, after, timeout=RESUME_TIMEOUT_MS)
+    later = make_event("ST001")
+    post(server, later)
+    wait_for_rows(page, [later])
+    assert feed_ids(page) == [later["id"], after[1]["id"], after[0]["id"], first["id"]]
+
+
+def _db_files(server) -> list[Path]:
+    return sorted(server.workdir.glob("db.sqlite3*"))
+
+
+def test_a_stream_reset_reloads_the_history_of_those_stations(server, page, tmp_path):
+    open_dashboard(page, server, "?station=ST001&station=ST002")
+    wait_live(page)
+    kept = [make_event("ST001"), make_event("ST002")]
+    post(server, *kept)
+    wait_for_rows(page, kept)
+
+    # A backup of the database at ST001:1 (taken while the server is down: SQLite's
+    # WAL files belong with it, and the operator's session is in it).
+    server.kill()
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for path in _db_files(server):
+        shutil.copy(path, backup / path.name)
+    server.start()
+    lost = [make_event("ST001"), make_event("ST001")]
+    post(server, *lost)
+    wait_for_rows(page, lost, timeout=RESUME_TIMEOUT_MS)
+
+    # The database goes back to that backup: the page's ST001 cursor (3) is now ahead
+    # of the log (1), and ST001:2 will be a different event than the one on screen.
+    server.kill()
+    for path in _db_files(server):
+        path.unlink()
+    for path in backup.iterdir():
+        shutil.copy(path, server.workdir / path.name)
+    server.start()
+
+    page.wait_for_selector("#notice:not([hidden])", timeout=RESUME_TIMEOUT_MS)
+    assert "ST001 (unknown-cursor)" in page.inner_text("#notice")
+    wait_live(page, timeout=RESUME_TIMEOUT_MS)
+    newer = make_event("ST001")  # ST001:2 again
+    post(server, newer)
+    wait_for_rows(page, [newer, *kept])
+    # The rows of the lost timeline are gone; ST002 kept its row throughout.
+    assert feed_ids(page) == [newer["id"], kept[1]["id"], kept[0]["id"]]
+
+
+def test_an_operator_sees_only_their_stations_until_access_is_withdrawn(server, page):
+    create_operator(server, "depot-a", ["ST001"])
+    open_dashboard(page, server, "?station=ST001&station=ST002", username="depot-a")
+    wait_live(page)
+    assert page.eval_on_selector_all("#station-list input", "boxes => boxes.map(b => b.value)") == [
+        "ST001"
+    ]
+    assert "Not available to you, ignored: ST002" in page.inner_text("main")
+    event = make_event("ST001")
+    post(server, event)
+    wait_for_rows(page, [event])
+
+    # Withdrawn while the page is open: the server ends the stream with a stream-error,
+    # and the page says so and stops instead of reconnecting into 403s forever.
+    server.manage(
+        "shell",
+        "-c",
+        "from access.models import StationAccess\n"
+        "StationAccess.objects.filter(user__username='depot-a').delete()",
+    )
+    page.wait_for_selector("#notice:not([hidden])", timeout=RESUME_TIMEOUT_MS)
+    assert "forbidden" in page.inner_text("#notice")
+    assert "ST001" in page.inner_text("#notice")
+    assert page.inner_text("#status") == "offline"
+    assert feed_ids(page) == [event["id"]]  # what was shown stays on screen
