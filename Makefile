@@ -41,12 +41,19 @@ run-multi: $(VENV)/.runtime
 	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) REDIS_URL=$(MULTI_REDIS_URL) \
 		$(PY) scripts/run_multi.py --port $(PORT) --workers $(WORKERS)
 
+TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/cgm_unit
 # The browser and Pushpin tests need Debian packages; the scripts install them when
 # they can (root). Elsewhere those tests skip, except under CI=true, where they fail.
 test: $(VENV)/.dev
 	bash scripts/ensure-chromium.sh || test "$$CI" != true
 	bash scripts/ensure-pushpin.sh || test "$$CI" != true
 	$(PY) -m pytest
+	@# The unit tests once more on PostgreSQL (the multi-worker database), when it answers.
+	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
+	  echo "== unit tests on PostgreSQL =="; \
+	  DATABASE_URL=$(TEST_PG_URL) $(PY) -m pytest -m "not e2e" -p no:cacheprovider; \
+	elif [ "$$CI" = true ]; then echo "PostgreSQL not reachable on 127.0.0.1:5432 (CI=true)"; exit 1; \
+	else echo "skipped: unit tests on PostgreSQL (nothing answers on 127.0.0.1:5432)"; fi
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
