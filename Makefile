@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 DEMO_STATIONS ?= 5
 
-.PHONY: run run-multi test lint format install install-dev clean
+.PHONY: run run-multi test bench lint format install install-dev clean
 
 # Stamp files re-run pip only when a requirements file changes.
 $(VENV)/.runtime: requirements.txt
@@ -54,6 +54,13 @@ test: $(VENV)/.dev
 	  DATABASE_URL=$(TEST_PG_URL) $(PY) -m pytest -m "not e2e" -p no:cacheprovider; \
 	elif [ "$$CI" = true ]; then echo "PostgreSQL not reachable on 127.0.0.1:5432 (CI=true)"; exit 1; \
 	else echo "skipped: unit tests on PostgreSQL (nothing answers on 127.0.0.1:5432)"; fi
+
+# The benchmark (docs/PERFORMANCE.md): every scenario at the issue's sizes, ~10 minutes.
+# Scenarios and sizes: make bench BENCH_ARGS="embedded --subscribers 500 --duration 20"
+BENCH_ARGS ?=
+bench: $(VENV)/.dev
+	bash scripts/ensure-pushpin.sh
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

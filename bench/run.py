@@ -197,7 +197,7 @@ class PushpinStack(Stack):
             server = DaphneServer(workdir, env=env, database=database, daphne_args=QUIET)
             server.port = port
             self.servers.append(server.start())
-        self.pushpin.start()
+        self.pushpin.start(probe_headers={"Authorization": f"Bearer {self.subscribe_key}"})
         self.client_port = self.pushpin.port
         self.ingest_port = ports[0]
         self.django_pids = [s.pid for s in self.servers]

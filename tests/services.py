@@ -150,7 +150,8 @@ class PushpinServer:
     def grip_url(self) -> str:
         return f"http://127.0.0.1:{5561 + self.offset}?iss=pushpin&key={self.key}"
 
-    def start(self) -> "PushpinServer":
+    def start(self, probe_headers: dict | None = None) -> "PushpinServer":
+        """`probe_headers`: credentials for a stream request used as the readiness probe."""
         import sys as _sys
 
         args = [_sys.executable, "scripts/run_pushpin.py", "--port", str(self.port)]
@@ -166,11 +167,35 @@ class PushpinServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while not (_answers(self.port) and _answers(5561 + self.offset)):
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"pushpin did not start:\n{self.log()}")
             time.sleep(0.1)
+        # Listening is not ready: right after start its internal links (proxy, zurl,
+        # handler) may still refuse a first request ("Accept service unavailable").
+        # Ready means a stream request through it is held: all of them work.
+        import httpx
+
+        while True:
+            try:
+                if probe_headers is None:
+                    ok = httpx.get(f"{self.url}/accounts/login/", timeout=2).status_code == 200
+                else:
+                    with httpx.stream(
+                        "GET",
+                        f"{self.url}/api/sse/stations/ST001/",
+                        headers=probe_headers,
+                        timeout=2,
+                    ) as response:
+                        ok = response.status_code == 200
+                if ok:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pushpin does not reach Django:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
         return self
 
     def log(self) -> str:

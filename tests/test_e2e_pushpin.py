@@ -32,7 +32,7 @@ def pushpin_stack(tmp_path):
     second.port = ports[1]
     first.start()
     second.start()
-    pushpin.start()
+    pushpin.start(probe_headers=first.reader_headers)
     yield pushpin, first, second
     pushpin.stop()
     first.stop()
