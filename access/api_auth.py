@@ -110,8 +110,8 @@ class IngestKeyThrottle(SimpleRateThrottle):
         try:
             return super().allow_request(request, view)
         except Exception:
-            # The counter lives in the cache (Redis in multi-worker mode). Losing the
-            # cache must not lose events: let the request through and say so.
+            # Losing the throttle's counters must never lose events: let the request
+            # through and say so.
             logger.warning("ingest throttle unavailable; request allowed", exc_info=True)
             return True
 

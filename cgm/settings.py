@@ -162,9 +162,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # transaction tries to upgrade (DESIGN.md trap 2).
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
-        # WAL lets stream reads run while an ingest writes; synchronous=NORMAL is safe
-        # under WAL (a power cut can lose the last commits, never corrupt the file).
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        # synchronous=NORMAL is safe under WAL (a power cut can lose the last commits,
+        # never corrupt the file).
+        # journal_mode=WAL is set once per database file (cgm/sqlite.py), not here:
+        # as an init_command it ran on every new connection and took a lock each time.
+        "init_command": "PRAGMA synchronous=NORMAL;",
     }
     # Reusing a thread's SQLite connection is cheap and safe; the stream's read pool is
     # bounded, so connections stay bounded too.
@@ -209,6 +211,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
+# Threads running ingest requests per process on PostgreSQL (SQLite: always one).
+CGM_INGEST_THREADS = env_int("CGM_INGEST_THREADS", 8)
 # Per-key ingest rate (DRF throttle, per request; a batch counts once): "N/s" or "N/m".
 CGM_INGEST_RATE = env_str("CGM_INGEST_RATE", "200/s")
 # Lifetime of ?token= stream tokens, checked when the stream opens.

@@ -3,8 +3,13 @@
 Thin on purpose: parse and validate, call the service, render the stored rows.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections, connection
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -143,3 +148,38 @@ class StreamTokenView(APIView):
     def post(self, request):
         token = issue_stream_token(request_principal(request))
         return Response({"token": token, "expiresIn": settings.CGM_STREAM_TOKEN_SECONDS})
+
+
+# The ingest runs on a fixed pool of threads that live as long as the process, instead
+# of Django's new thread per request (cgm/asgi.py serves /api/event outside the
+# per-request thread context): no thread start and stop per post, and each thread keeps
+# its database connection and cache client. One thread on SQLite (one writer anyway);
+# several on PostgreSQL, whose commits wait for the WAL flush and overlap when
+# concurrent.
+_ingest_threads = ThreadPoolExecutor(
+    max_workers=1 if connection.vendor == "sqlite" else settings.CGM_INGEST_THREADS,
+    thread_name_prefix="ingest",
+)
+_drf_ingest_view = EventIngestView.as_view()
+
+
+def _ingest_view(request, *args, **kwargs):
+    try:
+        return _drf_ingest_view(request, *args, **kwargs)
+    finally:
+        # Hand the connection back (to the PostgreSQL pool; SQLite keeps its own):
+        # Django's end-of-request clean-up runs on another thread and never sees it.
+        close_old_connections()
+
+
+async def event_ingest(request, *args, **kwargs):
+    if isinstance(request, ASGIRequest):
+        run = sync_to_async(_ingest_view, thread_sensitive=False, executor=_ingest_threads)
+    else:
+        # Under WSGI (the test client, a WSGI deployment) Django's own sync handling
+        # applies: the view runs in the request's thread.
+        run = sync_to_async(_ingest_view)
+    return await run(request, *args, **kwargs)
+
+
+event_ingest.csrf_exempt = True  # DRF decides (API keys; no session authentication)

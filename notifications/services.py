@@ -3,8 +3,7 @@
 import logging
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 
 from cgm.write_lock import write_lock
 from notifications.models import Notification
@@ -39,35 +38,30 @@ def notification_ingest(*, events: list[EventInput]) -> list[Stored]:
 
 def _store(events: list[EventInput]) -> list[Stored]:
     with write_lock(), transaction.atomic():
-        # Lock the stations first, always in primary-key order (no deadlocks between
-        # batches): it serialises sequence allocation per station, so sequences are
-        # contiguous and commit in order, which the streams' resume relies on.
-        station_ids = sorted({event.station.pk for event in events})
-        positions = dict(
-            Station.objects.select_for_update()
-            .filter(pk__in=station_ids)
-            .order_by("pk")
-            .values_list("pk", "log_seq")
-        )
-
-        existing = {
-            n.message_id: n
-            for n in Notification.objects.select_related("station", "box", "connector")
-            .filter(message_id__in=[event.message_id for event in events])
+        known = set(
+            Notification.objects.filter(message_id__in=[e.message_id for e in events])
             .order_by()
+            .values_list("message_id", flat=True)
+        )
+        new_events = [e for e in events if e.message_id not in known]
+
+        counts: dict[int, int] = {}
+        for event in new_events:
+            counts[event.station.pk] = counts.get(event.station.pk, 0) + 1
+        next_seq = {
+            station_id: last - count + 1 for station_id, count, last in _allocate_sequences(counts)
         }
 
         new_rows: list[Notification] = []
-        for event in events:
-            if event.message_id in existing:
-                continue
-            positions[event.station.pk] += 1
+        for event in new_events:
+            seq = next_seq[event.station.pk]
+            next_seq[event.station.pk] += 1
             new_rows.append(
                 Notification(
                     station=event.station,
                     box=event.box,
                     connector=event.connector,
-                    seq=positions[event.station.pk],
+                    seq=seq,
                     message_id=event.message_id,
                     fault_type=event.fault_type,
                     action=event.action,
@@ -78,22 +72,43 @@ def _store(events: list[EventInput]) -> list[Stored]:
                     payload=event.payload,
                 )
             )
-
         if new_rows:
             Notification.objects.bulk_create(new_rows)
-            allocated: dict[int, int] = {}
-            for row in new_rows:
-                allocated[row.station_id] = allocated.get(row.station_id, 0) + 1
-            for station_id, count in allocated.items():
-                Station.objects.filter(pk=station_id).update(log_seq=F("log_seq") + count)
             # robust: a failing publish must not turn a committed ingest into a 500;
             # streams notice the gap at the next event and catch up from the log.
             transaction.on_commit(lambda: publish_notifications(new_rows), robust=True)
 
-    created = {row.message_id: row for row in new_rows}
-    return [
-        Stored(created[e.message_id], True)
-        if e.message_id in created
-        else Stored(existing[e.message_id], False)
-        for e in events
-    ]
+    stored = {row.message_id: row for row in new_rows}
+    if known:
+        # A sender's retry: answer with the row as first stored (rare, so loaded here).
+        stored.update(
+            (n.message_id, n)
+            for n in Notification.objects.select_related("station", "box", "connector")
+            .filter(message_id__in=known)
+            .order_by()
+        )
+    return [Stored(stored[e.message_id], e.message_id not in known) for e in events]
+
+
+def _allocate_sequences(counts: dict[int, int]) -> list[tuple[int, int, int]]:
+    """Reserve `count` sequence numbers per station; returns (station, count, last).
+
+    One UPDATE ... RETURNING per station, in primary-key order: it takes the station
+    row's lock (held until commit, and always in the same order, so no deadlocks) and
+    allocates in the same statement. Holding that lock until commit is what makes a
+    station's sequences contiguous and commit in order, which resume relies on. A
+    rollback (a duplicate id raced in, say) releases the numbers unused.
+    """
+    table = connection.ops.quote_name(Station._meta.db_table)
+    column = connection.ops.quote_name("log_seq")
+    key = connection.ops.quote_name("id")
+    allocated = []
+    with connection.cursor() as cursor:
+        for station_id in sorted(counts):
+            cursor.execute(
+                f"UPDATE {table} SET {column} = {column} + %s WHERE {key} = %s "  # noqa: S608
+                f"RETURNING {column}",
+                [counts[station_id], station_id],
+            )
+            allocated.append((station_id, counts[station_id], cursor.fetchone()[0]))
+    return allocated
