@@ -190,3 +190,20 @@ def test_production_mode_passes_the_deploy_check_but_for_hsts_preload():
     issues = [line for line in output.splitlines() if line.startswith("?: (")]
     # Preload is a commitment to browsers' HSTS lists: the operator opts in (README).
     assert [issue.split(")")[0] for issue in issues] == ["?: (security.W021"], output
+
+
+def test_cross_origin_requests_are_allowed_only_for_listed_origins(settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://ops.example"]
+    client = Client()
+    allowed = client.options(
+        "/api/notifications",
+        headers={"Origin": "https://ops.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert allowed["Access-Control-Allow-Origin"] == "https://ops.example"
+    assert "authorization" in allowed["Access-Control-Allow-Headers"]
+    assert "last-event-id" in allowed["Access-Control-Allow-Headers"]
+    other = client.options(
+        "/api/notifications",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "Access-Control-Allow-Origin" not in other
