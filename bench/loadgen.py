@@ -220,6 +220,18 @@ class RawPoster:
             self.writer.close()
 
 
+async def _post_and_record(poster, body: bytes, began: float, events: int, stats: Stats):
+    try:
+        status = await poster.post(body)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        status = type(exc).__name__
+        poster.writer = None
+    stats.ingest.append(time.monotonic() - began)
+    stats.statuses[status] = stats.statuses.get(status, 0) + events
+    if status in (200, 201):
+        stats.accepted += events
+
+
 async def post_at_rate(
     port: int,
     headers: dict,
@@ -250,15 +262,7 @@ async def post_at_rate(
         began = time.monotonic()
         for event in events:
             stats.post_started[event["id"]] = began
-        try:
-            status = await poster.post(body)
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            status = type(exc).__name__
-            poster.writer = None
-        stats.ingest.append(time.monotonic() - began)
-        stats.statuses[status] = stats.statuses.get(status, 0) + len(events)
-        if status in (200, 201):
-            stats.accepted += len(events)
+        await _post_and_record(poster, body, began, len(events), stats)
         idle.put_nowait(poster)
 
     for n in range(requests):
@@ -320,16 +324,8 @@ async def post_flat_out(
                 count += 1
             body = json.dumps(events if batch > 1 else events[0]).encode()
             began = time.monotonic()
-            try:
-                status = await poster.post(body)
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                status = type(exc).__name__
-                poster.writer = None
-            stats.ingest.append(time.monotonic() - began)
             stats.offered += batch
-            stats.statuses[status] = stats.statuses.get(status, 0) + batch
-            if status in (200, 201):
-                stats.accepted += batch
+            await _post_and_record(poster, body, began, batch, stats)
         poster.close()
 
     await asyncio.gather(*(run(n) for n in range(posters)))

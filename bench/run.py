@@ -236,13 +236,23 @@ def django_threads(stack: Stack) -> int:
     return sum(proc_status(pid)[1] for pid in stack.django_pids)
 
 
-async def streaming_scenario(name: str, stack: Stack, args) -> str:
-    codes = [f"ST{n:03d}" for n in range(1, args.stations + 1)]
+def station_codes(args) -> list[str]:
+    return [f"ST{n:03d}" for n in range(1, args.stations + 1)]
+
+
+def subscribers(stack: Stack, args) -> list[Subscriber]:
+    """args.subscribers one-station streams, spread evenly over the stations."""
+    codes = station_codes(args)
     auth = {"Authorization": f"Bearer {stack.subscribe_key}"}
-    subs = [
+    return [
         Subscriber(f"/api/sse/stations/{codes[n % len(codes)]}/", codes[n % len(codes)], auth)
         for n in range(args.subscribers)
     ]
+
+
+async def streaming_scenario(name: str, stack: Stack, args) -> str:
+    codes = station_codes(args)
+    subs = subscribers(stack, args)
     stats = Stats()
     await asyncio.sleep(1)
     rss_before, _ = measure(stack)
@@ -339,12 +349,7 @@ async def ingest_scenario(stack: Stack, args) -> list[str]:
 
 
 async def idle_scenario(stack: Stack, args) -> str:
-    codes = [f"ST{n:03d}" for n in range(1, args.stations + 1)]
-    auth = {"Authorization": f"Bearer {stack.subscribe_key}"}
-    subs = [
-        Subscriber(f"/api/sse/stations/{codes[n % len(codes)]}/", codes[n % len(codes)], auth)
-        for n in range(args.subscribers)
-    ]
+    subs = subscribers(stack, args)
     stats = Stats()
     await asyncio.sleep(1)
     before, threads_before = measure(stack)

@@ -32,6 +32,7 @@ class PreparedDatabase:
 
 
 def manage(env: dict, *args: str) -> str:
+    """manage.py in a child process; `env` on top of local mode's defaults."""
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -124,17 +125,7 @@ class DaphneServer:
         return self.process.pid
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
-        return result.stdout
+        return manage(self.env, *args)
 
     def start(self) -> "DaphneServer":
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child)
