@@ -160,12 +160,12 @@ _ingest_threads = ThreadPoolExecutor(
     max_workers=1 if connection.vendor == "sqlite" else settings.CGM_INGEST_THREADS,
     thread_name_prefix="ingest",
 )
-_drf_ingest_view = EventIngestView.as_view()
+_ingest_view = EventIngestView.as_view()
 
 
-def _ingest_view(request, *args, **kwargs):
+def _ingest_on_pool_thread(request, *args, **kwargs):
     try:
-        return _drf_ingest_view(request, *args, **kwargs)
+        return _ingest_view(request, *args, **kwargs)
     finally:
         # Hand the connection back (to the PostgreSQL pool; SQLite keeps its own):
         # Django's end-of-request clean-up runs on another thread and never sees it.
@@ -174,7 +174,9 @@ def _ingest_view(request, *args, **kwargs):
 
 async def event_ingest(request, *args, **kwargs):
     if isinstance(request, ASGIRequest):
-        run = sync_to_async(_ingest_view, thread_sensitive=False, executor=_ingest_threads)
+        run = sync_to_async(
+            _ingest_on_pool_thread, thread_sensitive=False, executor=_ingest_threads
+        )
     else:
         # Under WSGI (the test client, a WSGI deployment) Django's own sync handling
         # applies: the view runs in the request's thread.
