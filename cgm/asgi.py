@@ -3,24 +3,30 @@
 import os
 
 import django
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cgm.settings")
 django.setup(set_prefix=False)
 
-from django.db import connection  # noqa: E402
+# Streams and ingest: served outside Django's per-request thread context, with a
+# shorter middleware stack (see the classes below).
+API_PREFIXES = ("/api/sse/", "/api/event")
 
-# Served outside Django's per-request thread context (see the class below). The
-# ingest only on SQLite: PostgreSQL commits wait for the WAL flush, and concurrent
-# request threads are what lets it flush many commits at once (measured: one shared
-# thread capped PostgreSQL ingest at 70 events/s).
-SHARED_THREAD_PREFIXES = (
-    ("/api/sse/", "/api/event") if connection.vendor == "sqlite" else ("/api/sse/",)
-)
+# Middleware that does nothing for streams and the ingest (no HTML, no forms, no
+# flash messages, no trailing-slash redirects), yet costs two thread round trips per
+# request each under ASGI: every MiddlewareMixin hook runs through sync_to_async.
+# Security, CORS, sessions and authentication stay.
+NOT_FOR_API = {
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+}
 
 
-class StreamAwareASGIHandler(ASGIHandler):
-    """Django's handler, minus the per-request thread for streams and ingest.
+class APIASGIHandler(ASGIHandler):
+    """Django's handler for /api/sse/ and /api/event, minus the per-request thread.
 
     Django runs each request inside its own asgiref ThreadSensitiveContext, and the
     first sync call within it (a signal receiver, a middleware hook, a sync view)
@@ -30,15 +36,30 @@ class StreamAwareASGIHandler(ASGIHandler):
       context those few sync calls share one thread, and the stream's log reads use
       their own small pool (cgm/db_pool.py).
     - For the ingest it is a new thread, a new database connection and a new cache
-      client per request: measurable at hundreds of posts a second. Outside the
-      context the ingest runs on its own fixed pool of threads (notifications/api.py).
+      client per request. Outside the context the ingest runs on its own fixed pool of
+      threads (notifications/api.py).
     """
 
+    def load_middleware(self, is_async=False):
+        # Built once at start-up, before any request: swapping the setting for the
+        # duration of this call affects nothing else.
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = [m for m in full if m not in NOT_FOR_API]
+        try:
+            super().load_middleware(is_async=is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(SHARED_THREAD_PREFIXES):
-            await self.handle(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+        await self.handle(scope, receive, send)
 
 
-application = StreamAwareASGIHandler()
+_django = ASGIHandler()
+_api = APIASGIHandler()
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
+        await _api(scope, receive, send)
+    else:
+        await _django(scope, receive, send)
