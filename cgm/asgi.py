@@ -13,12 +13,12 @@ django.setup(set_prefix=False)
 # shorter middleware stack (see the classes below).
 API_PREFIXES = ("/api/sse/", "/api/event")
 
-# Middleware that does nothing for streams and the ingest (no HTML, no forms, no
-# flash messages, no trailing-slash redirects), yet costs two thread round trips per
-# request each under ASGI: every MiddlewareMixin hook runs through sync_to_async.
-# Security, CORS, sessions and authentication stay.
+# Middleware that does nothing for streams and the ingest (no HTML forms, no flash
+# messages, no frames), yet costs thread round trips per request under ASGI: every
+# MiddlewareMixin hook runs through sync_to_async. Security, CORS, CommonMiddleware
+# (Content-Length on API answers, which simple device clients rely on), sessions and
+# authentication stay.
 NOT_FOR_API = {
-    "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
