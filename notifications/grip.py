@@ -29,6 +29,7 @@ from gripcontrol import Channel, parse_grip_uri
 from access.policy import Principal
 from notifications.cursor import format_cursor
 from notifications.eventlog import LogPosition, log_entries_after
+from notifications.representation import sse_frame
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,6 @@ def grip_response(
     principal: Principal,
 ) -> HttpResponse:
     """Body (opening frames, replay) plus the hold instruction. Runs in a DB thread."""
-    from notifications.stream import _sse
-
     page = settings.CGM_SSE_REPLAY_PAGE
     after = {positions[code].station_id: (code, last[code]) for code in codes}
     entries = log_entries_after(after, page)
@@ -88,7 +87,7 @@ def grip_response(
     for entry in entries:
         if entry.seq > last[entry.station_code]:
             last[entry.station_code] = entry.seq
-            body.append(_sse("notification", entry.data, format_cursor(last)))
+            body.append(sse_frame("notification", entry.data, format_cursor(last)))
 
     response = HttpResponse(_escape("".join(body)), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

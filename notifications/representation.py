@@ -47,3 +47,9 @@ def notification_data(notification: Notification) -> dict:
 def encode_data(data: dict) -> str:
     # json.dumps never emits a newline without indent, so this is one SSE data line.
     return json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False)
+
+
+def sse_frame(event: str, data: str, event_id: str | None = None) -> str:
+    """One Server-Sent Events frame; `data` is already a single line."""
+    id_line = f"id: {event_id}\n" if event_id is not None else ""
+    return f"event: {event}\n{id_line}data: {data}\n\n"

@@ -31,7 +31,7 @@ from notifications.cursor import CursorError, cursor_from_request, format_cursor
 from notifications.eventlog import LogPosition, log_entries_after, log_positions
 from notifications.fanout import subscriber
 from notifications.grip import grip_last_cursor, grip_response, next_link_principal
-from notifications.representation import EVENT_TYPE
+from notifications.representation import EVENT_TYPE, sse_frame
 from stations.models import code_validator
 
 
@@ -133,12 +133,7 @@ async def station_stream(request, station: str | None = None):
 
 
 def _forbidden_frame(stations: list[str]) -> str:
-    return _sse("stream-error", json.dumps({"condition": "forbidden", "stations": stations}))
-
-
-def _sse(event: str, data: str, event_id: str | None = None) -> str:
-    id_line = f"id: {event_id}\n" if event_id is not None else ""
-    return f"event: {event}\n{id_line}data: {data}\n\n"
+    return sse_frame("stream-error", json.dumps({"condition": "forbidden", "stations": stations}))
 
 
 def resume_point(
@@ -168,11 +163,13 @@ def opening_frames(codes: list[str], last: dict[str, int], reset: dict[str, str]
     # The cursor goes out with the first bytes, so a client that drops before any
     # event can still resume exactly from here.
     out = f"retry: {settings.CGM_SSE_RETRY_MS}\n"
-    out += _sse("stream-open", json.dumps({"stations": codes, "cursor": cursor}), cursor)
+    out += sse_frame("stream-open", json.dumps({"stations": codes, "cursor": cursor}), cursor)
     if reset:
         # Never a silent gap: the client learns which stations lost history and
         # should reload it (the history API), then continues live from here.
-        out += _sse("stream-reset", json.dumps({"stations": list(reset), "reasons": reset}), cursor)
+        out += sse_frame(
+            "stream-reset", json.dumps({"stations": list(reset), "reasons": reset}), cursor
+        )
     return out
 
 
@@ -253,7 +250,7 @@ class NotificationStream:
             # The log is the truth: take its order even across a pruned hole.
             if entry.seq > self.last[entry.station_code]:
                 self.last[entry.station_code] = entry.seq
-                out.append(_sse(EVENT_TYPE, entry.data, format_cursor(self.last)))
+                out.append(sse_frame(EVENT_TYPE, entry.data, format_cursor(self.last)))
         return "".join(out), (behind if len(entries) >= page else set())
 
     def _accept_live(self, queued: dict) -> tuple[str, set[str]]:
@@ -268,5 +265,5 @@ class NotificationStream:
                     gaps.add(code)  # an earlier event is still missing: read the log
                     continue
                 self.last[code] = item.id
-                out.append(_sse(item.type, item.data, format_cursor(self.last)))
+                out.append(sse_frame(item.type, item.data, format_cursor(self.last)))
         return "".join(out), gaps
