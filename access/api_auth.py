@@ -1,12 +1,9 @@
 """DRF authentication, permissions and throttling for the HTTP API."""
 
-import logging
-
-from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.permissions import BasePermission
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 
 from access.models import ApiKey
 from access.policy import (
@@ -20,8 +17,7 @@ from access.policy import (
     user_stations,
 )
 from access.signing import SignatureError, verify_signature
-
-logger = logging.getLogger(__name__)
+from access.throttle import ingest_limiter
 
 
 class KeyCaller:
@@ -40,20 +36,35 @@ class KeyCaller:
         return f"API key {self.api_key.name}"
 
 
+class KeyRefusedError(Exception):
+    """Credentials were presented and are not good: a 401, with this message."""
+
+
+def key_caller(raw_key: str, headers, body: bytes | None) -> ApiKey:
+    """The active key for a presented secret, its signature checked when it requires
+    one. Shared by DRF (below) and the ingest's ASGI lane (notifications/ingest_asgi.py).
+    `headers` is a case-insensitive mapping; `body` the raw request body."""
+    api_key = find_key(raw_key)
+    if api_key is None:
+        raise KeyRefusedError("Invalid or revoked API key.")
+    if api_key.require_signature:
+        try:
+            verify_signature(api_key.key_hash, headers, body or b"")
+        except SignatureError as exc:
+            raise KeyRefusedError(str(exc)) from None
+    note_key_used(api_key)
+    return api_key
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
         raw = key_from_headers(request.headers)
         if raw is None:
             return None
-        api_key = find_key(raw)
-        if api_key is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-        if api_key.require_signature:
-            try:
-                verify_signature(api_key.key_hash, request.headers, request._request.body)
-            except SignatureError as exc:
-                raise exceptions.AuthenticationFailed(str(exc)) from None
-        note_key_used(api_key)
+        try:
+            api_key = key_caller(raw, request.headers, request._request.body)
+        except KeyRefusedError as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
         return KeyCaller(api_key), api_key
 
     def authenticate_header(self, request):
@@ -98,24 +109,14 @@ class IsSubscriber(BasePermission):
         return bool(request.user and request.user.is_authenticated)
 
 
-class IngestKeyThrottle(SimpleRateThrottle):
-    """Requests per API key; answers 429 with Retry-After."""
-
-    scope = "ingest"
-
-    def get_rate(self):
-        return settings.CGM_INGEST_RATE
+class IngestKeyThrottle(BaseThrottle):
+    """Requests per API key (access/throttle.py); answers 429 with Retry-After."""
 
     def allow_request(self, request, view):
-        try:
-            return super().allow_request(request, view)
-        except Exception:
-            # Losing the throttle's counters must never lose events: let the request
-            # through and say so.
-            logger.warning("ingest throttle unavailable; request allowed", exc_info=True)
+        if not isinstance(request.auth, ApiKey):
             return True
+        self._wait = ingest_limiter.wait_seconds(request.auth.key_hash)
+        return self._wait == 0
 
-    def get_cache_key(self, request, view):
-        if isinstance(request.auth, ApiKey):
-            return f"throttle_ingest_{request.auth.pk}"
-        return None
+    def wait(self):
+        return self._wait

@@ -9,6 +9,8 @@ from django.core.handlers.asgi import ASGIHandler
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cgm.settings")
 django.setup(set_prefix=False)
 
+from notifications import ingest_asgi  # noqa: E402 (needs the apps loaded)
+
 # Streams and ingest: served outside Django's per-request thread context, with a
 # shorter middleware stack (see the classes below).
 API_PREFIXES = ("/api/sse/", "/api/event")
@@ -59,7 +61,9 @@ _api = APIASGIHandler()
 
 
 async def application(scope, receive, send):
-    if scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
+    if scope["type"] == "http" and ingest_asgi.takes_lane(scope):
+        await ingest_asgi.ingest_app(scope, receive, send)  # API-key posts of events
+    elif scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
         await _api(scope, receive, send)
     else:
         await _django(scope, receive, send)

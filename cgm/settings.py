@@ -213,14 +213,14 @@ REST_FRAMEWORK = {
 
 # Threads running ingest requests per process on PostgreSQL (SQLite: always one).
 CGM_INGEST_THREADS = env_int("CGM_INGEST_THREADS", 8)
-# Per-key ingest rate (DRF throttle, per request; a batch counts once): "N/s" or "N/m".
+# Per-key ingest rate (access/throttle.py, per request; a batch counts once): "N/s" or "N/m".
 CGM_INGEST_RATE = env_str("CGM_INGEST_RATE", "200/s")
 # Lifetime of ?token= stream tokens, checked when the stream opens.
 CGM_STREAM_TOKEN_SECONDS = env_int("CGM_STREAM_TOKEN_SECONDS", 60)
 # How often each process checks whether access was taken away from open streams.
 CGM_ACCESS_RECHECK_SECONDS = env_int("CGM_ACCESS_RECHECK_SECONDS", 2)
 
-# --- Fan-out between processes, and the cache the throttle counts in ----------------------
+# --- Fan-out between processes, and the shared cache ------------------------------------
 # REDIS_URL: every process publishes each notification to Redis and forwards what the
 # others publish to its own streams (notifications/fanout.py). Without it, fan-out is
 # in-process (the embedded default, one Daphne).

@@ -14,6 +14,7 @@ from django.test import Client
 
 from access.models import ApiKey, hash_key
 from access.signing import sign_request
+from access.throttle import ingest_limiter
 from notifications.models import Notification
 from tests.conftest import make_event
 from tests.server import ROOT
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.django_db
 def equipment():
     call_command("demo_data", stations=3, stdout=io.StringIO())
     cache.clear()
+    ingest_limiter.reset()
 
 
 def create_key(*args) -> str:
