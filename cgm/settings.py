@@ -211,8 +211,10 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
-# Threads running ingest requests per process on PostgreSQL (SQLite: always one).
+# Threads running ingest requests per process (parse, check, then wait for the writer).
 CGM_INGEST_THREADS = env_int("CGM_INGEST_THREADS", 8)
+# Most events one group commit stores in one transaction (notifications/group_commit.py).
+CGM_INGEST_GROUP_MAX_EVENTS = env_int("CGM_INGEST_GROUP_MAX_EVENTS", 2000)
 # Per-key ingest rate (access/throttle.py, per request; a batch counts once): "N/s" or "N/m".
 CGM_INGEST_RATE = env_str("CGM_INGEST_RATE", "200/s")
 # Lifetime of ?token= stream tokens, checked when the stream opens.

@@ -5,6 +5,9 @@
 `fields` names each offending field ("[3].stationId" inside a batch).
 """
 
+import logging
+
+from django.db import DatabaseError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -38,10 +41,27 @@ _CODES = {
     status.HTTP_429_TOO_MANY_REQUESTS: "throttled",
 }
 
+logger = logging.getLogger(__name__)
+
+
+def unavailable(exc: DatabaseError) -> ApiError:
+    logger.error("database error on the API: %r", exc)
+    return ApiError(
+        503,
+        "unavailable",
+        "The database did not answer; the event may not be stored. Retry with the same id: "
+        "a repeated id is stored once.",
+    )
+
 
 def api_exception_handler(exc, context):
+    if isinstance(exc, DatabaseError):
+        exc = unavailable(exc)
     if isinstance(exc, ApiError):
-        return Response(error_body(exc.error, exc.message, exc.fields), status=exc.status_code)
+        headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+        return Response(
+            error_body(exc.error, exc.message, exc.fields), status=exc.status_code, headers=headers
+        )
     if isinstance(exc, exceptions.ParseError):
         return Response(
             error_body("invalid_json", "The body is not valid JSON.", {"body": [str(exc.detail)]}),

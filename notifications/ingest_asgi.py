@@ -18,15 +18,18 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from access.api_auth import IsIngestKey, KeyRefusedError, key_caller
 from access.models import ApiKey
 from access.policy import key_from_headers
 from access.throttle import ingest_limiter
-from notifications.api_errors import ApiError, error_body
+from notifications.api_errors import ApiError, error_body, unavailable
+from notifications.group_commit import committer
 from notifications.ingest_request import body_too_large, ingest_posted
 from notifications.ingest_threads import on_ingest_thread
+from notifications.services import notification_ingest
 
 INGEST_PATHS = ("/api/event", "/api/event/")
 
@@ -101,7 +104,7 @@ def _no_constants(name):
     raise ValueError(f"Out of range float values are not JSON compliant: {name!r}")
 
 
-def answer(headers: Headers, body: bytes | None) -> Reply:
+def answer(headers: Headers, body: bytes | None, store=notification_ingest) -> Reply:
     """The whole ingest of one request, on an ingest thread. body is None when it was
     larger than CGM_INGEST_MAX_BODY_BYTES. Same order of checks as the DRF view:
     key, scope, rate, size, media type, JSON, then the events."""
@@ -118,8 +121,10 @@ def answer(headers: Headers, body: bytes | None) -> Reply:
             return _error(ApiError(429, "throttled", message), **{"Retry-After": str(wait)})
         if body is None:
             raise body_too_large()
-        status, data = ingest_posted(api_key, _parse_json(headers, body))
+        status, data = ingest_posted(api_key, _parse_json(headers, body), store)
         return Reply(status, data)
+    except DatabaseError as exc:
+        return _error(unavailable(exc), **{"Retry-After": "1"})
     except ApiError as exc:
         extra = {"WWW-Authenticate": 'Bearer realm="cgm"'} if exc.status_code == 401 else {}
         return _error(exc, **extra)
@@ -128,7 +133,7 @@ def answer(headers: Headers, body: bytes | None) -> Reply:
 async def ingest_app(scope, receive, send):
     headers = Headers.from_scope(scope)
     body = await _read_body(receive, headers)
-    reply = await on_ingest_thread(answer, headers, body)
+    reply = await on_ingest_thread(answer, headers, body, committer.store)
     await _send(send, reply, is_secure(scope, headers))
 
 

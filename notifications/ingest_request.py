@@ -24,9 +24,10 @@ def body_too_large() -> ApiError:
     return too_large(f"The body is larger than {settings.CGM_INGEST_MAX_BODY_BYTES} bytes.")
 
 
-def ingest_posted(api_key: ApiKey, body) -> tuple[int, dict | list]:
+def ingest_posted(api_key: ApiKey, body, store=notification_ingest) -> tuple[int, dict | list]:
     """Validate, store and render one posted event or batch: (status, response data).
-    Raises ApiError (403, 400, 413) with nothing stored."""
+    Raises ApiError (403, 400, 413) with nothing stored. `store` is
+    services.notification_ingest or the group committer's (group_commit.py)."""
     batch = isinstance(body, list)
     raw_events = body if batch else [body]
     if batch and not raw_events:
@@ -54,7 +55,7 @@ def ingest_posted(api_key: ApiKey, body) -> tuple[int, dict | list]:
         message = "The batch is invalid; nothing was stored." if batch else "The event is invalid."
         raise ApiError(400, "invalid", message, errors)
 
-    stored = notification_ingest(events=events)
+    stored = store(events=events)
     code = status.HTTP_201_CREATED if any(s.created for s in stored) else status.HTTP_200_OK
     data = [notification_data(s.notification) for s in stored]
     return code, (data if batch else data[0])

@@ -2,18 +2,18 @@
 
 A fixed pool that lives as long as the process, instead of Django's new thread per
 request: no thread start and stop per post, and each thread keeps its database
-connection. One thread on SQLite (one writer anyway); several on PostgreSQL, whose
-commits wait for the WAL flush and overlap when concurrent.
+connection. Writes are not theirs to serialise: the ASGI lane hands them to one writer
+per process (group_commit.py), and Django's door queues on the SQLite writer lock.
 """
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 _threads = ThreadPoolExecutor(
-    max_workers=1 if connection.vendor == "sqlite" else settings.CGM_INGEST_THREADS,
+    max_workers=settings.CGM_INGEST_THREADS,
     thread_name_prefix="ingest",
 )
 

@@ -26,24 +26,36 @@ def notification_ingest(*, events: list[EventInput]) -> list[Stored]:
     Events whose id is already in the log are not stored again (a sender's retry); the
     caller gets the stored row back with created=False. Returns results in input order.
     """
+    return notification_ingest_group([events])[0]
+
+
+def notification_ingest_group(requests: list[list[EventInput]]) -> list[list[Stored]]:
+    """Several requests' events in one transaction (notifications/group_commit.py): all
+    stored or none. An id repeated across requests is stored once, for the first."""
     try:
-        return _store(events)
+        return _store(requests)
     except IntegrityError:
-        # Two requests raced with the same id between our existence check and insert
+        # Two processes raced with the same id between our existence check and insert
         # (PostgreSQL, different stations). The loser's transaction rolled back whole,
         # sequence numbers included; on retry the winner's row is simply found.
         logger.info("ingest raced on a duplicate id; retrying once")
-        return _store(events)
+        return _store(requests)
 
 
-def _store(events: list[EventInput]) -> list[Stored]:
+def _store(requests: list[list[EventInput]]) -> list[list[Stored]]:
+    events = [event for request in requests for event in request]
     with write_lock(), transaction.atomic():
         known = set(
-            Notification.objects.filter(message_id__in=[e.message_id for e in events])
+            Notification.objects.filter(message_id__in={e.message_id for e in events})
             .order_by()
             .values_list("message_id", flat=True)
         )
-        new_events = [e for e in events if e.message_id not in known]
+        # The first occurrence of each id not in the log yet, in arrival order.
+        new_events, seen = [], set(known)
+        for event in events:
+            if event.message_id not in seen:
+                seen.add(event.message_id)
+                new_events.append(event)
 
         counts: dict[int, int] = {}
         for event in new_events:
@@ -87,7 +99,11 @@ def _store(events: list[EventInput]) -> list[Stored]:
             .filter(message_id__in=known)
             .order_by()
         )
-    return [Stored(stored[e.message_id], e.message_id not in known) for e in events]
+    created = {id(event) for event in new_events}
+    return [
+        [Stored(stored[event.message_id], id(event) in created) for event in request]
+        for request in requests
+    ]
 
 
 def _allocate_sequences(counts: dict[int, int]) -> list[tuple[int, int, int]]:

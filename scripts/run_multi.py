@@ -2,8 +2,11 @@
 
     .venv/bin/python scripts/run_multi.py --port 8000 --workers 2
 
-The socket is opened here and inherited by every worker (daphne --fd), so the kernel
-spreads connections over them: no load balancer process in the path. Needs
+Each worker gets its own listening socket on the same port (SO_REUSEPORT), opened here
+and inherited (daphne --fd): the kernel spreads new connections evenly over the
+sockets, so no load balancer process is in the path. (One shared socket let whichever
+worker woke first take every connection: under load one core did all the work.) A
+restarted worker inherits its predecessor's socket, so nothing queued on it is lost. Needs
 REDIS_URL (fan-out between the workers) and normally DATABASE_URL (PostgreSQL).
 A worker that dies is started again; Ctrl-C or SIGTERM stops them all.
 """
@@ -20,6 +23,16 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    listener.listen(4096)
+    listener.set_inheritable(True)
+    return listener
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -32,20 +45,16 @@ def main() -> int:
         print("run_multi: REDIS_URL is required (fan-out between workers)", file=sys.stderr)
         return 2
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((args.host, args.port))
-    listener.listen(4096)
-    listener.set_inheritable(True)
-    fd = listener.fileno()
+    listeners = [listening_socket(args.host, args.port) for _ in range(args.workers)]
 
-    def spawn() -> subprocess.Popen:
+    def spawn(index: int) -> subprocess.Popen:
+        fd = listeners[index].fileno()
         return subprocess.Popen(
             [str(BIN / "daphne"), "--fd", str(fd), *args.daphne_args, "cgm.asgi:application"],
             pass_fds=[fd],
         )
 
-    workers = [spawn() for _ in range(args.workers)]
+    workers = [spawn(index) for index in range(args.workers)]
     print(
         f"run_multi: {args.workers} Daphne workers on http://{args.host}:{args.port}/ "
         f"(pids {' '.join(str(w.pid) for w in workers)})",
@@ -65,7 +74,7 @@ def main() -> int:
         for index, worker in enumerate(workers):
             if worker.poll() is not None and not stopping:
                 print(f"run_multi: worker {worker.pid} exited ({worker.returncode}); restarting")
-                workers[index] = spawn()
+                workers[index] = spawn(index)
     for worker in workers:
         worker.terminate()
     for worker in workers:

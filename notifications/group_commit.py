@@ -1,0 +1,111 @@
+"""Group commit: the ingests waiting in this process share one transaction.
+
+Why: on PostgreSQL a single-event ingest is five round trips (existence check, the
+station's sequence, insert, commit, and the Redis publish after it) and a WAL flush,
+so posters spent most of their time waiting on the database, one request at a time
+per connection. Here one writer thread takes every request queued while it was busy
+and stores them together: the same five round trips for the whole group. Under light
+load a group is one request and nothing waits longer than before.
+
+Each request still gets its own answer. If a group's transaction fails (a duplicate id
+raced in from another process, say), its requests are stored again one by one, so one
+request's trouble is never another's.
+
+Used by the ingest's ASGI lane (notifications/ingest_asgi.py); the DRF view and the
+tests store directly (notifications/services.py), which is the same code for a group
+of one.
+"""
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from notifications.serializers import EventInput
+from notifications.services import Stored, notification_ingest, notification_ingest_group
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    events: list[EventInput]
+    done: threading.Event = field(default_factory=threading.Event)
+    stored: list[Stored] | None = None
+    error: BaseException | None = None
+
+
+class GroupCommitter:
+    def __init__(self, max_events: int):
+        self.max_events = max_events
+        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def store(self, *, events: list[EventInput]) -> list[Stored]:
+        """notification_ingest(events=events), committed with whatever else is waiting.
+        Blocks the calling thread (an ingest thread) until its group has committed."""
+        self._ensure_writer()
+        request = _Request(events)
+        self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.stored
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None:
+            with self._start_lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._run, name="ingest-writer", daemon=True
+                    )
+                    self._writer.start()
+
+    def _run(self) -> None:
+        while True:
+            group = self._next_group()
+            try:
+                self._commit(group)
+            finally:
+                for request in group:
+                    request.done.set()
+                # Hand the connection back between groups (PostgreSQL pool), and drop
+                # a broken one so the next group reconnects.
+                close_old_connections()
+
+    def _next_group(self) -> list[_Request]:
+        group = [self._queue.get()]
+        size = len(group[0].events)
+        while size < self.max_events:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            group.append(request)
+            size += len(request.events)
+        return group
+
+    def _commit(self, group: list[_Request]) -> None:
+        try:
+            for request, stored in zip(
+                group, notification_ingest_group([r.events for r in group]), strict=True
+            ):
+                request.stored = stored
+            return
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            logger.warning("group of %d ingests failed (%r); storing each alone", len(group), exc)
+        for request in group:
+            try:
+                request.stored = notification_ingest(events=request.events)
+            except Exception as exc:
+                request.error = exc
+
+
+committer = GroupCommitter(max_events=settings.CGM_INGEST_GROUP_MAX_EVENTS)
