@@ -9,7 +9,7 @@ from django.core.handlers.asgi import ASGIHandler
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cgm.settings")
 django.setup(set_prefix=False)
 
-from notifications import ingest_asgi  # noqa: E402 (needs the apps loaded)
+from notifications import ingest_asgi, stream_asgi  # noqa: E402 (needs the apps loaded)
 
 # Streams and ingest: served outside Django's per-request thread context, with a
 # shorter middleware stack (see the classes below).
@@ -63,6 +63,8 @@ _api = APIASGIHandler()
 async def application(scope, receive, send):
     if scope["type"] == "http" and ingest_asgi.takes_lane(scope):
         await ingest_asgi.ingest_app(scope, receive, send)  # API-key posts of events
+    elif scope["type"] == "http" and stream_asgi.takes_lane(scope):
+        await stream_asgi.stream_app(scope, receive, send)  # live streams
     elif scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
         await _api(scope, receive, send)
     else:

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 
 from notifications.serializers import EventInput
 from notifications.services import Stored, notification_ingest, notification_ingest_group
@@ -73,9 +73,6 @@ class GroupCommitter:
             finally:
                 for request in group:
                     request.done.set()
-                # Hand the connection back between groups (PostgreSQL pool), and drop
-                # a broken one so the next group reconnects.
-                close_old_connections()
 
     def _next_group(self) -> list[_Request]:
         group = [self._queue.get()]
@@ -97,6 +94,9 @@ class GroupCommitter:
                 request.stored = stored
             return
         except Exception as exc:
+            # The writer keeps its connection between groups (no pool round trip per
+            # group); after a failure it takes a fresh one, in case this one is broken.
+            _drop_connection()
             if len(group) == 1:
                 group[0].error = exc
                 return
@@ -105,7 +105,15 @@ class GroupCommitter:
             try:
                 request.stored = notification_ingest(events=request.events)
             except Exception as exc:
+                _drop_connection()
                 request.error = exc
+
+
+def _drop_connection() -> None:
+    try:
+        connection.close()
+    except Exception:
+        logger.debug("closing a failed connection failed", exc_info=True)
 
 
 committer = GroupCommitter(max_events=settings.CGM_INGEST_GROUP_MAX_EVENTS)

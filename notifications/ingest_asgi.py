@@ -5,10 +5,10 @@ Django's ASGI handler costs several milliseconds of thread round trips per reque
 before the view runs (docs/PERFORMANCE.md). Here a post costs one hop to the ingest
 threads, where authentication, throttling, validation and storage run in one go.
 
-Which requests take it (`takes_lane`): POST with an API key header and no Origin, for
-a host Django accepts, over TLS where the settings demand it. Anything else (browsers
-and their CORS preflights, sessions, plain HTTP to be redirected, unknown hosts) goes
-through Django as before, to the DRF view in notifications/api.py. Both doors end in
+Which requests take it (`takes_lane`): POST with an API key header, and nothing for
+Django's middleware to do (cgm/lanes.py). Anything else (browsers and their CORS
+preflights, sessions, plain HTTP to be redirected, unknown hosts) goes through Django
+as before, to the DRF view in notifications/api.py. Both doors end in
 notifications/ingest_request.ingest_posted, and their answers are the same
 (tests/test_ingest_lane.py compares them).
 """
@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError
-from django.http.request import split_domain_port, validate_host
 
 from access.api_auth import IsIngestKey, KeyRefusedError, key_caller
 from access.models import ApiKey
 from access.policy import key_from_headers
 from access.throttle import ingest_limiter
+from cgm.lanes import Headers, is_secure, plain_request, security_headers
 from notifications.api_errors import ApiError, error_body, unavailable
 from notifications.group_commit import committer
 from notifications.ingest_request import body_too_large, ingest_posted
@@ -34,41 +34,11 @@ from notifications.services import notification_ingest
 INGEST_PATHS = ("/api/event", "/api/event/")
 
 
-class Headers(dict):
-    """Request headers by lower-case name; get() takes any case, like Django's."""
-
-    @classmethod
-    def from_scope(cls, scope) -> "Headers":
-        headers = cls()
-        for name, value in scope["headers"]:
-            key = name.decode("latin-1").lower()
-            value = value.decode("latin-1")
-            # Repeated headers join with commas (RFC 9110), as Django does.
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-        return headers
-
-    def get(self, name, default=None):
-        return super().get(name.lower(), default)
-
-
 def takes_lane(scope) -> bool:
     if scope["method"] != "POST" or scope["path"] not in INGEST_PATHS:
         return False
     headers = Headers.from_scope(scope)
-    if "origin" in headers or key_from_headers(headers) is None:
-        return False
-    domain, _ = split_domain_port(headers.get("host", ""))
-    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
-        return False  # Django answers 400 and logs it
-    return is_secure(scope, headers) or not settings.SECURE_SSL_REDIRECT
-
-
-def is_secure(scope, headers: Headers) -> bool:
-    proxy = settings.SECURE_PROXY_SSL_HEADER
-    if proxy:
-        name = proxy[0].removeprefix("HTTP_").replace("_", "-")
-        return headers.get(name, "").split(",")[0].strip() == proxy[1]
-    return scope.get("scheme") == "https"
+    return key_from_headers(headers) is not None and plain_request(scope, headers)
 
 
 @dataclass
@@ -159,29 +129,6 @@ async def _read_body(receive, headers: Headers) -> bytes | None:
             return b"".join(chunks)
 
 
-def _security_headers(secure: bool) -> list[tuple[bytes, bytes]]:
-    """What Django's SecurityMiddleware adds to an API answer, from the same settings."""
-    headers = []
-    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-        headers.append((b"x-content-type-options", b"nosniff"))
-    if settings.SECURE_REFERRER_POLICY:
-        policy = settings.SECURE_REFERRER_POLICY
-        policy = policy if isinstance(policy, str) else ",".join(policy)
-        headers.append((b"referrer-policy", policy.encode()))
-    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-        headers.append(
-            (b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode())
-        )
-    if secure and settings.SECURE_HSTS_SECONDS:
-        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
-        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-            hsts += "; includeSubDomains"
-        if settings.SECURE_HSTS_PRELOAD:
-            hsts += "; preload"
-        headers.append((b"strict-transport-security", hsts.encode()))
-    return headers
-
-
 async def _send(send, reply: Reply, secure: bool) -> None:
     content = json.dumps(
         reply.data, cls=DjangoJSONEncoder, ensure_ascii=False, separators=(",", ":")
@@ -191,7 +138,7 @@ async def _send(send, reply: Reply, secure: bool) -> None:
         (b"content-length", str(len(content)).encode()),
         (b"vary", b"Accept"),  # as DRF's answers
         (b"allow", b"POST, OPTIONS"),
-        *_security_headers(secure),
+        *security_headers(secure),
         *((name.lower().encode(), value.encode()) for name, value in reply.headers.items()),
     ]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})

@@ -109,22 +109,43 @@ def _store(requests: list[list[EventInput]]) -> list[list[Stored]]:
 def _allocate_sequences(counts: dict[int, int]) -> list[tuple[int, int, int]]:
     """Reserve `count` sequence numbers per station; returns (station, count, last).
 
-    One UPDATE ... RETURNING per station, in primary-key order: it takes the station
-    row's lock (held until commit, and always in the same order, so no deadlocks) and
-    allocates in the same statement. Holding that lock until commit is what makes a
-    station's sequences contiguous and commit in order, which resume relies on. A
-    rollback (a duplicate id raced in, say) releases the numbers unused.
+    It takes each station row's lock (held until commit) and allocates in the same
+    statement. Holding that lock until commit is what makes a station's sequences
+    contiguous and commit in order, which resume relies on. Locks are always taken in
+    primary-key order, so two writers never deadlock. A rollback (a duplicate id raced
+    in, say) releases the numbers unused.
     """
-    table = connection.ops.quote_name(Station._meta.db_table)
-    column = connection.ops.quote_name("log_seq")
-    key = connection.ops.quote_name("id")
+    if connection.vendor == "postgresql":
+        return _allocate_sequences_postgresql(counts)
+    # SQLite has one writer at a time and no round trips: one UPDATE per station.
     allocated = []
     with connection.cursor() as cursor:
         for station_id in sorted(counts):
             cursor.execute(
-                f"UPDATE {table} SET {column} = {column} + %s WHERE {key} = %s "  # noqa: S608
-                f"RETURNING {column}",
+                f"UPDATE {_STATION} SET log_seq = log_seq + %s WHERE id = %s "  # noqa: S608
+                "RETURNING log_seq",
                 [counts[station_id], station_id],
             )
             allocated.append((station_id, counts[station_id], cursor.fetchone()[0]))
     return allocated
+
+
+_STATION = Station._meta.db_table
+
+
+def _allocate_sequences_postgresql(counts: dict[int, int]) -> list[tuple[int, int, int]]:
+    # One round trip for all the stations of a group (a batch of 100 events touches up
+    # to 100): the CTE locks the rows in key order, then the UPDATE allocates.
+    ids = sorted(counts)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH locked AS (SELECT id FROM {_STATION} WHERE id = ANY(%s) "  # noqa: S608
+            "ORDER BY id FOR UPDATE), "
+            "wanted AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS w(id, n)) "
+            f"UPDATE {_STATION} AS s SET log_seq = s.log_seq + wanted.n "
+            "FROM locked, wanted WHERE s.id = locked.id AND s.id = wanted.id "
+            "RETURNING s.id, s.log_seq",
+            [ids, ids, [counts[i] for i in ids]],
+        )
+        last = dict(cursor.fetchall())
+    return [(station_id, counts[station_id], last[station_id]) for station_id in ids]

@@ -15,7 +15,6 @@ skips ahead (a publish overtaken by a later one, or a listener overflow) makes t
 stream read the missing entries from the log. Nothing missed, nothing twice.
 """
 
-import asyncio
 import json
 
 from django.conf import settings
@@ -31,6 +30,7 @@ from notifications.cursor import CursorError, cursor_from_request, format_cursor
 from notifications.eventlog import LogPosition, log_entries_after, log_positions
 from notifications.fanout import subscriber
 from notifications.grip import grip_last_cursor, grip_response, next_link_principal
+from notifications.keepalive import keepalive
 from notifications.representation import EVENT_TYPE, sse_frame
 from stations.models import code_validator
 
@@ -123,12 +123,15 @@ async def station_stream(request, station: str | None = None):
             )
         )
 
-    response = StreamingHttpResponse(
-        NotificationStream(codes, cursor, principal).events(), content_type="text/event-stream"
-    )
+    notification_stream = NotificationStream(codes, cursor, principal)
+    frames = notification_stream.events()
+    response = StreamingHttpResponse(frames, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # nginx and similar proxies would otherwise buffer the stream.
     response["X-Accel-Buffering"] = "no"
+    # For the stream lane (stream_asgi.py), which carries the frames itself.
+    response.notification_stream = notification_stream
+    response.stream_frames = frames
     return response
 
 
@@ -174,15 +177,29 @@ def opening_frames(codes: list[str], last: dict[str, int], reset: dict[str, str]
 
 
 class NotificationStream:
+    """One open stream: its cursor, its listener, and the frames it yields."""
+
     def __init__(self, codes: list[str], client_cursor: dict[str, int], principal: Principal):
         self.codes = codes
         self.principal = principal
         self.client_cursor = client_cursor
         self.last: dict[str, int] = {}
         self.station_ids: dict[str, int] = {}
+        self.listener = Listener()
+        self.closed = False
+        self.ping = False
+
+    def close(self) -> None:
+        """The client went away (stream_asgi.py): end at the next wake-up."""
+        self.closed = True
+        self.listener.aevent.set()
+
+    def keepalive_due(self) -> None:
+        self.ping = True
+        self.listener.aevent.set()
 
     async def events(self):
-        listener = Listener()
+        listener = self.listener
         listener.channels = set(self.codes)
         listener.assign_loop()
         manager = get_listener_manager()
@@ -196,12 +213,12 @@ class NotificationStream:
             listener.aevent.set()
 
         watch = watcher.watch(self.principal, self.codes, kick)
+        keepalive.add(self)
         try:
             positions = await run_db(log_positions, self.codes)
             yield self._opening(positions)
             behind = {code for code in self.codes if self.last[code] < positions[code].last_seq}
-            heartbeat = settings.CGM_SSE_HEARTBEAT_SECONDS
-            while True:
+            while not self.closed:
                 while behind:
                     chunk, behind = await self._catch_up(behind)
                     if chunk:
@@ -226,13 +243,14 @@ class NotificationStream:
                     behind = set(self.codes)
                 if behind:
                     continue
-
-                try:
-                    await asyncio.wait_for(listener.aevent.wait(), heartbeat)
-                except TimeoutError:
+                if self.ping:
                     # A comment line: invisible to clients, keeps proxies from idling out.
+                    self.ping = False
                     yield ": keep-alive\n\n"
+                    continue
+                await listener.aevent.wait()
         finally:
+            keepalive.discard(self)
             watcher.unwatch(watch)
             manager.remove_listener(listener)
 
@@ -256,6 +274,7 @@ class NotificationStream:
     def _accept_live(self, queued: dict) -> tuple[str, set[str]]:
         out = []
         gaps: set[str] = set()
+        single = len(self.codes) == 1
         for code, items in queued.items():
             for item in items:
                 expected = self.last[code] + 1
@@ -265,5 +284,18 @@ class NotificationStream:
                     gaps.add(code)  # an earlier event is still missing: read the log
                     continue
                 self.last[code] = item.id
-                out.append(sse_frame(item.type, item.data, format_cursor(self.last)))
+                out.append(_single_station_frame(item) if single else self._frame(item))
         return "".join(out), gaps
+
+    def _frame(self, item) -> str:
+        return sse_frame(item.type, item.data, format_cursor(self.last))
+
+
+def _single_station_frame(item) -> str:
+    """The frame every one-station stream sends for this event: built once per event,
+    not once per stream (its id, "ST001:42", is the same for all of them)."""
+    frame = getattr(item, "single_station_frame", None)
+    if frame is None:
+        frame = sse_frame(item.type, item.data, format_cursor({item.channel: item.id}))
+        item.single_station_frame = frame
+    return frame

@@ -14,7 +14,8 @@ from django.test import Client
 
 from access.signing import sign_request
 from access.throttle import ingest_limiter
-from notifications.ingest_asgi import Headers, answer, takes_lane
+from cgm.lanes import Headers
+from notifications.ingest_asgi import answer, takes_lane
 from notifications.models import Notification
 from tests.conftest import make_event
 

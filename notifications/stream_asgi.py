@@ -1,0 +1,113 @@
+"""Streams as a small ASGI app: Django's view opens them, this module carries them.
+
+Why: Django's ASGI handler keeps a request, a response and two tasks alive for as long
+as a stream is open, and every frame passes through its streaming-response wrappers.
+With thousands of dashboards that was most of a stream's memory and a good part of
+the CPU per delivered event (docs/PERFORMANCE.md). Here:
+
+- the request is opened by the very same view (notifications/stream.py,
+  station_stream), with the session and the user set up as Django's session and
+  authentication middleware would, so every check and every error is the view's own;
+- an error or any other answer is sent as it is;
+- a live stream is carried directly: the headers, then each frame straight to the
+  server. The request object is let go once the stream is open. One small task per
+  stream waits for the client to leave.
+
+Which requests take it (`takes_lane`): GET on a stream URL with nothing for Django's
+middleware to do (cgm/lanes.py) and not from Pushpin (whose GRIP signature Django's
+GripMiddleware checks). Anything else goes through Django as before.
+"""
+
+import asyncio
+from functools import partial
+from importlib import import_module
+from io import BytesIO
+
+from django.conf import settings
+from django.contrib.auth.middleware import auser, get_user
+from django.core.handlers.asgi import ASGIRequest
+from django.urls import Resolver404, resolve
+from django.utils.functional import SimpleLazyObject
+
+from cgm.lanes import Headers, is_secure, plain_request, security_headers
+from notifications import stream
+
+STREAM_PREFIX = "/api/sse/"
+
+
+def takes_lane(scope) -> bool:
+    if scope["method"] != "GET" or not scope["path"].startswith(STREAM_PREFIX):
+        return False
+    headers = Headers.from_scope(scope)
+    return "grip-sig" not in headers and plain_request(scope, headers) and _view(scope) is not None
+
+
+def _view(scope):
+    try:
+        match = resolve(scope["path"])
+    except Resolver404:
+        return None
+    return match if match.func is stream.station_stream else None
+
+
+async def stream_app(scope, receive, send):
+    headers = Headers.from_scope(scope)
+    secure = is_secure(scope, headers)
+    match = _view(scope)
+    response = await match.func(_django_request(scope), *match.args, **match.kwargs)
+    notification_stream = getattr(response, "notification_stream", None)
+    if notification_stream is None:
+        await _send_response(send, response, secure)
+    else:
+        await _carry(send, receive, response, notification_stream, secure)
+
+
+def _django_request(scope) -> ASGIRequest:
+    """The request as the view expects it after Django's session and authentication
+    middleware (a GET has no body)."""
+    request = ASGIRequest(scope, BytesIO())
+    session_store = import_module(settings.SESSION_ENGINE).SessionStore
+    request.session = session_store(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+    request.user = SimpleLazyObject(lambda: get_user(request))
+    request.auser = partial(auser, request)
+    return request
+
+
+def _head(response, secure: bool, extra=()) -> dict:
+    headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.items()
+    ]
+    return {
+        "type": "http.response.start",
+        "status": response.status_code,
+        "headers": [*headers, *extra, *security_headers(secure)],
+    }
+
+
+async def _send_response(send, response, secure: bool) -> None:
+    content = response.content
+    await send(_head(response, secure, [(b"content-length", str(len(content)).encode())]))
+    await send({"type": "http.response.body", "body": content})
+
+
+async def _carry(send, receive, response, notification_stream, secure: bool) -> None:
+    frames = response.stream_frames  # the stream's own generator of text frames
+    gone = asyncio.ensure_future(_until_disconnect(receive, notification_stream))
+    try:
+        await send(_head(response, secure))
+        async for frame in frames:
+            body = frame.encode()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+    finally:
+        gone.cancel()
+        await frames.aclose()  # unregisters the stream's listener now, not at GC
+    if not notification_stream.closed:
+        # The stream ended itself (access taken away): end the response too.
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _until_disconnect(receive, notification_stream) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    notification_stream.close()
