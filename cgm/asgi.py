@@ -1,5 +1,6 @@
 """ASGI entry point, served by Daphne: `daphne cgm.asgi:application`."""
 
+import gc
 import os
 
 import django
@@ -69,3 +70,16 @@ async def application(scope, receive, send):
         await _api(scope, receive, send)
     else:
         await _django(scope, receive, send)
+
+
+# Garbage collection in the server process. Streams keep many objects alive for hours,
+# and Python's full collections walk all of them: with 2,000 open streams each full
+# collection paused the event loop for 100-200 ms, every few seconds, and that was the
+# tail of the delivery latency (docs/PERFORMANCE.md). So: the start-up heap (Django,
+# DRF, Twisted; never garbage) is frozen out of every collection, and the youngest
+# generation is collected every CGM_GC_THRESHOLDS[0] allocations instead of 700, so
+# short-lived cycles (a request's objects) die young instead of piling into the oldest
+# generation and triggering full collections.
+gc.collect()
+gc.freeze()
+gc.set_threshold(*settings.CGM_GC_THRESHOLDS)

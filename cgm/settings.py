@@ -213,6 +213,8 @@ REST_FRAMEWORK = {
 
 # Threads running ingest requests per process (parse, check, then wait for the writer).
 CGM_INGEST_THREADS = env_int("CGM_INGEST_THREADS", 8)
+# Garbage-collector thresholds in Daphne processes (cgm/asgi.py); Python's are 700,10,10.
+CGM_GC_THRESHOLDS = tuple(int(n) for n in env_list("CGM_GC_THRESHOLDS", ["50000", "20", "10"]))
 # Most events one group commit stores in one transaction (notifications/group_commit.py).
 CGM_INGEST_GROUP_MAX_EVENTS = env_int("CGM_INGEST_GROUP_MAX_EVENTS", 2000)
 # Per-key ingest rate (access/throttle.py, per request; a batch counts once): "N/s" or "N/m".
