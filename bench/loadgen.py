@@ -134,6 +134,7 @@ class Stats:
     statuses: dict = field(default_factory=dict)
     offered: int = 0
     accepted: int = 0
+    errors: dict = field(default_factory=dict)  # status -> the first error body seen
 
 
 async def open_subscriber(port: int, sub: Subscriber, stats: Stats, timeout: float = 30) -> bool:
@@ -176,6 +177,7 @@ async def reconnect_storm(port: int, subs: list[Subscriber], stats: Stats, withi
         nonlocal failures
         await asyncio.sleep(start + within * index / len(subs) - time.monotonic())
         sub.reconnects += 1
+        sub.failed = None  # only this reconnect's failure counts
         if not await open_subscriber(port, sub, stats):
             failures += 1
 
@@ -191,6 +193,7 @@ class RawPoster:
         self.headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.reader = None
         self.writer = None
+        self.last_error = ""
 
     async def post(self, body: bytes) -> int:
         if self.writer is None:
@@ -208,11 +211,12 @@ class RawPoster:
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
-        if length:
-            await self.reader.readexactly(length)
+        body = await self.reader.readexactly(length) if length else b""
         if b"connection: close" in head.lower():
             self.writer.close()
             self.writer = None
+        if status >= 400:
+            self.last_error = body[:300].decode(errors="replace")
         return status
 
     def close(self):
@@ -228,6 +232,8 @@ async def _post_and_record(poster, body: bytes, began: float, events: int, stats
         poster.writer = None
     stats.ingest.append(time.monotonic() - began)
     stats.statuses[status] = stats.statuses.get(status, 0) + events
+    if status not in (200, 201):
+        stats.errors.setdefault(str(status), poster.last_error)
     if status in (200, 201):
         stats.accepted += events
 
@@ -262,7 +268,13 @@ async def post_at_rate(
         began = time.monotonic()
         for event in events:
             stats.post_started[event["id"]] = began
+        accepted = stats.accepted
         await _post_and_record(poster, body, began, len(events), stats)
+        if sent_per_station is not None and stats.accepted > accepted:
+            # Only what the server accepted is owed to subscribers; a refused post
+            # shows in `statuses` (and its reason in `errors`), not as lost deliveries.
+            for event in events:
+                sent_per_station.setdefault(event["stationId"], []).append(event["id"])
         idle.put_nowait(poster)
 
     for n in range(requests):
@@ -281,8 +293,6 @@ async def post_at_rate(
                     "message": "benchmark",
                 }
             )
-            if sent_per_station is not None:
-                sent_per_station.setdefault(station, []).append(f"{prefix}-{counter}")
             counter += 1
         stats.offered += len(events)
         tasks.append(asyncio.ensure_future(send(events)))

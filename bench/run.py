@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,7 +321,18 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
     )
     if storm_failed is not None:
         line += f" | reconnect storm: {len(subs)} within 10s, failed={storm_failed}"
-    return line
+    return line + failure_reasons(subs, stats)
+
+
+def failure_reasons(subs, stats) -> str:
+    """Why opens and posts failed, most frequent first (empty when nothing failed)."""
+    reasons = Counter(sub.failed.split(":")[0][:60] for sub in subs if sub.failed)
+    out = ""
+    if reasons:
+        out += " | open failures: " + ", ".join(f"{r}={n}" for r, n in reasons.most_common(3))
+    if stats.errors:
+        out += " | post errors: " + "; ".join(f"{s}: {b[:160]}" for s, b in stats.errors.items())
+    return out
 
 
 async def ingest_scenario(stack: Stack, args) -> list[str]:

@@ -3,24 +3,32 @@
 Streams (and the revocation watcher) read the database from async code. Doing that
 in each request's own thread would cost a thread and a connection per open stream;
 here every such read shares CGM_SSE_DB_THREADS threads, so both stay bounded.
+
+Each thread keeps its connection between reads: at most CGM_SSE_DB_THREADS of them per
+process, and no trip to the connection pool per read (a reconnect storm makes
+thousands of reads a second). A read that fails drops its thread's connection, so a
+broken one (the database restarted) is replaced at the next read.
 """
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 
 _pool = ThreadPoolExecutor(max_workers=settings.CGM_SSE_DB_THREADS, thread_name_prefix="stream-db")
 
 
-async def run_db(fn, *args):
-    def call():
-        try:
-            return fn(*args)
-        finally:
-            # Closes the connection unless CONN_MAX_AGE says to keep it (SQLite keeps
-            # one per pool thread; a PostgreSQL pool gets it back at once).
-            close_old_connections()
+def _call(fn, args):
+    try:
+        return fn(*args)
+    except Exception:
+        with suppress(Exception):  # already failing: the original error is what matters
+            connection.close()
+        raise
 
-    return await sync_to_async(call, thread_sensitive=False, executor=_pool)()
+
+async def run_db(fn, *args):
+    """await fn(*args), run on the shared database threads."""
+    return await asyncio.get_running_loop().run_in_executor(_pool, _call, fn, args)

@@ -173,9 +173,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = None
     DATABASES["default"]["TEST"] = {"NAME": env_str("CGM_TEST_SQLITE_NAME")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's psycopg pool: request threads and the stream read pool borrow a
-    # connection per query batch and give it back, so a server process never holds
-    # more than DB_POOL_MAX connections however many streams it serves.
+    # Django's psycopg pool: a server process never holds more than DB_POOL_MAX
+    # connections however many streams it serves. The stream read threads
+    # (CGM_SSE_DB_THREADS) and the ingest's writer keep one each; request and ingest
+    # threads borrow one and give it back, never while waiting for the writer.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "pool": {

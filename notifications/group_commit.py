@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
+from django.db import close_old_connections, connection
 
 from notifications.serializers import EventInput
 from notifications.services import Stored, notification_ingest, notification_ingest_group
@@ -49,6 +49,10 @@ class GroupCommitter:
         """notification_ingest(events=events), committed with whatever else is waiting.
         Blocks the calling thread (an ingest thread) until its group has committed."""
         self._ensure_writer()
+        # Give this thread's database connection back first: the writer may need one
+        # from the pool, and ingest threads holding theirs while they wait for it
+        # could take the last ones (seen under load as a 10 s pool timeout).
+        close_old_connections()
         request = _Request(events)
         self._queue.put(request)
         request.done.wait()

@@ -51,15 +51,21 @@ def _view(scope):
 
 
 async def stream_app(scope, receive, send):
-    headers = Headers.from_scope(scope)
-    secure = is_secure(scope, headers)
+    secure = is_secure(scope, Headers.from_scope(scope))
     match = _view(scope)
-    response = await match.func(_django_request(scope), *match.args, **match.kwargs)
+    request = _django_request(scope)
+    response = await match.func(request, *match.args, **match.kwargs)
+    # Break the request's reference cycles (request.user's closure refers back to the
+    # request) so it is freed now rather than at a full garbage collection.
+    request.__dict__.clear()
     notification_stream = getattr(response, "notification_stream", None)
     if notification_stream is None:
         await _send_response(send, response, secure)
-    else:
-        await _carry(send, receive, response, notification_stream, secure)
+        return
+    head = _head(response, secure)
+    frames = response.stream_frames  # the stream's own generator of text frames
+    del request, response, match  # nothing of them is needed while the stream is open
+    await _carry(send, receive, head, frames, notification_stream)
 
 
 def _django_request(scope) -> ASGIRequest:
@@ -91,11 +97,10 @@ async def _send_response(send, response, secure: bool) -> None:
     await send({"type": "http.response.body", "body": content})
 
 
-async def _carry(send, receive, response, notification_stream, secure: bool) -> None:
-    frames = response.stream_frames  # the stream's own generator of text frames
+async def _carry(send, receive, head: dict, frames, notification_stream) -> None:
     gone = asyncio.ensure_future(_until_disconnect(receive, notification_stream))
     try:
-        await send(_head(response, secure))
+        await send(head)
         async for frame in frames:
             body = frame.encode()
             await send({"type": "http.response.body", "body": body, "more_body": True})

@@ -34,46 +34,49 @@ def _fresh() -> None:
         _expires = now + CACHE_SECONDS
 
 
-def stations_by_code(codes: set[str]) -> dict[str, Station]:
+def _cached(cache: dict, wanted: set, load) -> dict:
+    """The wanted keys found in `cache`, the rest loaded with load(missing) and kept.
+    Answers from what it read and loaded itself: another thread may clear the cache
+    at any moment (expiry), and re-reading it afterwards would miss rows just loaded."""
     with _lock:
         _fresh()
-        missing = codes - _stations.keys()
+        found = {key: cache[key] for key in wanted if key in cache}
+    missing = wanted - found.keys()
     if missing:
-        # .order_by(): the models' default orderings join other tables; lookups need none.
-        found = {s.code: s for s in Station.objects.filter(code__in=missing).order_by()}
+        loaded = load(missing)
         with _lock:
-            _stations.update(found)
-    with _lock:
-        return {code: _stations[code] for code in codes if code in _stations}
+            cache.update(loaded)
+        found.update(loaded)
+    return found
+
+
+def stations_by_code(codes: set[str]) -> dict[str, Station]:
+    # .order_by(): the models' default orderings join other tables; lookups need none.
+    return _cached(
+        _stations,
+        codes,
+        lambda missing: {s.code: s for s in Station.objects.filter(code__in=missing).order_by()},
+    )
 
 
 def boxes_by_code(codes: set[str]) -> dict[str, list[Box]]:
-    with _lock:
-        _fresh()
-        missing = codes - _boxes.keys()
-    if missing:
+    def load(missing):
         found: dict[str, list[Box]] = {}
         for box in Box.objects.filter(code__in=missing).order_by():
             found.setdefault(box.code, []).append(box)
-        with _lock:
-            _boxes.update(found)
-    with _lock:
-        return {code: _boxes[code] for code in codes if code in _boxes}
+        return found
+
+    return _cached(_boxes, codes, load)
 
 
 def connectors_by_box(boxes: list[Box], codes: set[str]) -> dict[tuple[int, str], Connector]:
-    wanted = {(box.pk, code) for box in boxes for code in codes}
-    with _lock:
-        _fresh()
-        missing = wanted - _connectors.keys()
-    if missing:
+    def load(missing):
         rows = Connector.objects.filter(
             box__in={box_id for box_id, _ in missing}, code__in={code for _, code in missing}
         ).order_by()
-        with _lock:
-            _connectors.update({(c.box_id, c.code): c for c in rows})
-    with _lock:
-        return {key: _connectors[key] for key in wanted if key in _connectors}
+        return {(c.box_id, c.code): c for c in rows}
+
+    return _cached(_connectors, {(box.pk, code) for box in boxes for code in codes}, load)
 
 
 def clear() -> None:
