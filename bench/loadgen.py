@@ -236,6 +236,7 @@ async def _post_and_record(poster, body: bytes, began: float, events: int, stats
         stats.errors.setdefault(str(status), poster.last_error)
     if status in (200, 201):
         stats.accepted += events
+    return status
 
 
 async def post_at_rate(
@@ -268,9 +269,8 @@ async def post_at_rate(
         began = time.monotonic()
         for event in events:
             stats.post_started[event["id"]] = began
-        accepted = stats.accepted
-        await _post_and_record(poster, body, began, len(events), stats)
-        if sent_per_station is not None and stats.accepted > accepted:
+        status = await _post_and_record(poster, body, began, len(events), stats)
+        if sent_per_station is not None and status in (200, 201):
             # Only what the server accepted is owed to subscribers; a refused post
             # shows in `statuses` (and its reason in `errors`), not as lost deliveries.
             for event in events:
