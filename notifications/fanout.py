@@ -156,9 +156,12 @@ class Subscriber:
         if message.get("resync"):
             catch_up_all_local_streams()
             return
-        manager = get_listener_manager()
-        for channel, event_type, data, event_id in message["e"]:
-            manager.add_to_queues(channel, Event(channel, event_type, data, id=event_id))
+        get_listener_manager().add_many(
+            [
+                (channel, Event(channel, event_type, data, id=event_id))
+                for channel, event_type, data, event_id in message["e"]
+            ]
+        )
 
 
 subscriber = Subscriber()

@@ -25,25 +25,34 @@ class BatchingListenerManager(eventstream_views.ListenerManager):
         super().add_listener(listener)
 
     def add_to_queues(self, channel, event):
+        self.add_many([(channel, event)])
+
+    def add_many(self, events) -> None:
+        """[(channel, event), ...] in order, with one wake-up of the loop for all."""
         loop = self.loop
-        if loop is None or not self.listeners_by_channel.get(channel):
+        if loop is None:
+            return
+        wanted = [
+            (channel, event) for channel, event in events if channel in self.listeners_by_channel
+        ]
+        if not wanted:
             return
         if _in_loop(loop):
-            self._queue(channel, event)
+            self._queue(wanted)
         else:
-            loop.call_soon_threadsafe(self._queue, channel, event)
+            loop.call_soon_threadsafe(self._queue, wanted)
 
-    def _queue(self, channel, event):
+    def _queue(self, events):
         with self.lock:
-            listeners = self.listeners_by_channel.get(channel, ())
-            for listener in listeners:
-                items = listener.channel_items.setdefault(channel, [])
-                if len(items) < eventstream_views.MAX_PENDING:
-                    items.append(event)
-                else:
-                    # The stream re-reads the log: nothing is dropped, only deferred.
-                    listener.overflow = True
-                listener.aevent.set()
+            for channel, event in events:
+                for listener in self.listeners_by_channel.get(channel, ()):
+                    items = listener.channel_items.setdefault(channel, [])
+                    if len(items) < eventstream_views.MAX_PENDING:
+                        items.append(event)
+                    else:
+                        # The stream re-reads the log: nothing is dropped, only deferred.
+                        listener.overflow = True
+                    listener.aevent.set()
 
 
 def _in_loop(loop) -> bool:

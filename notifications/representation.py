@@ -24,6 +24,15 @@ def _iso(value):
 
 
 def notification_data(notification: Notification) -> dict:
+    # Built once per row and kept on it: a new row is rendered for the ingest's answer,
+    # for the local streams and for the other processes.
+    data = notification.__dict__.get("_wire_data")
+    if data is None:
+        data = notification.__dict__["_wire_data"] = _render(notification)
+    return data
+
+
+def _render(notification: Notification) -> dict:
     # Codes come from the related rows; callers load them with select_related or
     # already hold them (ingest), so this never queries.
     box = notification.box

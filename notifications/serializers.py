@@ -1,5 +1,6 @@
 """Validation of posted events (the seed's camelCase JSON) into ingest-ready values."""
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -152,13 +153,40 @@ def resolve_event(attrs: dict, payload: dict, equipment: Equipment) -> EventInpu
     )
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_STRING_FIELDS = {
+    name: checker.max_length
+    for name, checker in _EVENT_FIELDS.items()
+    if isinstance(checker, serializers.CharField)
+}
+
+
+def _plain_string(value, max_length: int | None) -> bool:
+    """True when a CharField would take `value` exactly as it is: a non-blank string
+    with nothing to trim, within max_length, without the characters DRF refuses (NUL,
+    surrogates). Then the field need not run; anything else goes to the field, for
+    its exact answer or error message."""
+    return (
+        type(value) is str
+        and value != ""
+        and (max_length is None or len(value) <= max_length)
+        and value == value.strip()
+        and "\x00" not in value
+        and (value.isascii() or _SURROGATES.search(value) is None)
+    )
+
+
 def _check_event(raw: dict, equipment: Equipment) -> tuple[EventInput | None, dict]:
     """What EventSerializer(data=raw).is_valid() does, with the shared fields:
     (event, {}) or (None, {field: [messages]})."""
     attrs, errors = {}, {}
     for name, checker in _EVENT_FIELDS.items():
+        value = raw.get(name, empty)
+        if name in _STRING_FIELDS and _plain_string(value, _STRING_FIELDS[name]):
+            attrs[name] = value  # the common case, decided without running the field
+            continue
         try:
-            attrs[name] = checker.run_validation(raw.get(name, empty))
+            attrs[name] = checker.run_validation(value)
         except SkipField:
             pass
         except serializers.ValidationError as exc:

@@ -4,6 +4,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
+from psycopg.types.json import Jsonb
 
 from cgm.write_lock import write_lock
 from notifications.models import Notification
@@ -85,7 +86,7 @@ def _store(requests: list[list[EventInput]]) -> list[list[Stored]]:
                 )
             )
         if new_rows:
-            Notification.objects.bulk_create(new_rows)
+            _insert(new_rows)
             # robust: a failing publish must not turn a committed ingest into a 500;
             # streams notice the gap at the next event and catch up from the log.
             transaction.on_commit(lambda: publish_notifications(new_rows), robust=True)
@@ -104,6 +105,54 @@ def _store(requests: list[list[EventInput]]) -> list[list[Stored]]:
         [Stored(stored[event.message_id], id(event) in created) for event in request]
         for request in requests
     ]
+
+
+_COPY_COLUMNS = (
+    "station_id",
+    "box_id",
+    "connector_id",
+    "seq",
+    "message_id",
+    "fault_type",
+    "action",
+    "message",
+    "code",
+    "occurred_at",
+    "received_at",
+    "extra",
+    "payload",
+)
+
+
+def _insert(rows: list[Notification]) -> None:
+    if connection.vendor != "postgresql":
+        Notification.objects.bulk_create(rows)
+        return
+    # PostgreSQL: COPY, one statement whose rows psycopg formats in C. bulk_create's
+    # UNNEST form escapes every text value of every row in Python: a third of the CPU
+    # of a batch ingest. The ids are not read back: nothing after the insert uses them.
+    table = Notification._meta.db_table
+    columns = ", ".join(_COPY_COLUMNS)
+    with connection.wrap_database_errors, connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    (
+                        row.station_id,
+                        row.box_id,
+                        row.connector_id,
+                        row.seq,
+                        row.message_id,
+                        row.fault_type,
+                        row.action,
+                        row.message,
+                        row.code,
+                        row.occurred_at,
+                        row.received_at,
+                        Jsonb(row.extra),
+                        Jsonb(row.payload),
+                    )
+                )
 
 
 def _allocate_sequences(counts: dict[int, int]) -> list[tuple[int, int, int]]:

@@ -24,13 +24,15 @@ def stations(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def published(monkeypatch):
-    """Every (channel, event type, data) handed to django-eventstream's send_event."""
+    """Every (channel, event type, data) handed to this process's streams."""
     calls = []
 
-    def record(channel, event_type, data, **kwargs):
-        calls.append((channel, event_type, json.loads(data)))
+    def record(outgoing):
+        calls.extend(
+            (channel, event_type, json.loads(data)) for channel, event_type, data, _ in outgoing
+        )
 
-    monkeypatch.setattr("notifications.publish.send_event", record)
+    monkeypatch.setattr("notifications.publish.queue_for_local_streams", record)
     return calls
 
 
@@ -263,7 +265,7 @@ def test_a_failing_publish_does_not_undo_or_fail_the_ingest(monkeypatch, post):
     def broken(*args, **kwargs):
         raise ConnectionError("fan-out unavailable")
 
-    monkeypatch.setattr("notifications.publish.send_event", broken)
+    monkeypatch.setattr("notifications.publish.queue_for_local_streams", broken)
     response = post(make_event())
     assert response.status_code == 201
     assert Notification.objects.count() == 1

@@ -1,0 +1,73 @@
+"""The ingest's validation takes common strings without running DRF's fields
+(notifications/serializers.py, _plain_string); every answer must still be DRF's own."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from notifications.serializers import Equipment, EventSerializer, validate_events
+from tests.conftest import make_event
+
+pytestmark = pytest.mark.django_db
+
+TRICKY = [
+    "plain",
+    " padded ",
+    "tab\t",
+    "",
+    "   ",
+    "nul\x00inside",
+    "surrogate \ud800",
+    "ünïcödé ok",
+    "x" * 64,
+    "x" * 65,
+    "y" * 129,
+    None,
+    42,
+    True,
+    4.5,
+    ["a"],
+]
+
+
+@pytest.fixture(autouse=True)
+def equipment():
+    call_command("demo_data", stations=2, stdout=io.StringIO())
+
+
+def drf_answer(raw: dict):
+    serializer = EventSerializer(data=raw, context={"equipment": Equipment([raw])})
+    if serializer.is_valid():
+        event = serializer.validated_data
+        return "valid", (
+            event.message_id,
+            event.fault_type,
+            event.action,
+            event.message,
+            event.code,
+        )
+    return "invalid", {
+        name: [str(m) for m in messages] for name, messages in serializer.errors.items()
+    }
+
+
+def our_answer(raw: dict):
+    events, errors = validate_events([raw], batch=False)
+    if events:
+        event = events[0]
+        return "valid", (
+            event.message_id,
+            event.fault_type,
+            event.action,
+            event.message,
+            event.code,
+        )
+    return "invalid", errors
+
+
+@pytest.mark.parametrize("field", ["id", "faultType", "action", "message", "code"])
+@pytest.mark.parametrize("value", TRICKY, ids=repr)
+def test_each_value_gets_drfs_own_answer(field, value):
+    raw = make_event(**{field: value})
+    assert our_answer(raw) == drf_answer(raw)
