@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from notifications.publish import publish_notifications
 from notifications.serializers import EventInput
 from notifications.services import Stored, notification_ingest, notification_ingest_group
 
@@ -38,10 +39,33 @@ class _Request:
     error: BaseException | None = None
 
 
+class _Publisher:
+    """Publishes committed groups on a thread of its own, in commit order (one thread,
+    first in first out), so the writer goes on to the next group at once."""
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ingest-publisher", daemon=True)
+        self._thread.start()
+
+    def publish_later(self, rows) -> None:
+        self._queue.put(rows)
+
+    def _run(self) -> None:
+        while True:
+            rows = self._queue.get()
+            try:
+                publish_notifications(rows)
+            except Exception:
+                # As after any commit: a failed publish is caught up from the log.
+                logger.exception("publish failed; streams catch up from the log")
+
+
 class GroupCommitter:
     def __init__(self, max_events: int):
         self.max_events = max_events
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._publisher: _Publisher | None = None
         self._writer: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -64,6 +88,7 @@ class GroupCommitter:
         if self._writer is None:
             with self._start_lock:
                 if self._writer is None:
+                    self._publisher = _Publisher()
                     self._writer = threading.Thread(
                         target=self._run, name="ingest-writer", daemon=True
                     )
@@ -93,7 +118,9 @@ class GroupCommitter:
     def _commit(self, group: list[_Request]) -> None:
         try:
             for request, stored in zip(
-                group, notification_ingest_group([r.events for r in group]), strict=True
+                group,
+                notification_ingest_group([r.events for r in group], self._publisher.publish_later),
+                strict=True,
             ):
                 request.stored = stored
             return
@@ -107,7 +134,9 @@ class GroupCommitter:
             logger.warning("group of %d ingests failed (%r); storing each alone", len(group), exc)
         for request in group:
             try:
-                request.stored = notification_ingest(events=request.events)
+                request.stored = notification_ingest(
+                    events=request.events, publish=self._publisher.publish_later
+                )
             except Exception as exc:
                 _drop_connection()
                 request.error = exc
