@@ -55,6 +55,51 @@ class BatchingListenerManager(eventstream_views.ListenerManager):
                     listener.aevent.set()
 
 
+class Wakeup:
+    """asyncio.Event's set/clear/wait for one waiter (its stream), without the deque of
+    waiters every asyncio.Event allocates: 760 bytes saved per open stream."""
+
+    __slots__ = ("_is_set", "_waiter")
+
+    def __init__(self):
+        self._is_set = False
+        self._waiter: asyncio.Future | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        self._is_set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class StreamListener(eventstream_views.Listener):
+    """django-eventstream's Listener (same attributes, same manager), with a Wakeup."""
+
+    def __init__(self, channels):
+        self.loop = asyncio.get_running_loop()
+        self.aevent = Wakeup()
+        self.user_id = ""
+        self.channels = channels
+        self.channel_items = {}
+        self.overflow = False
+        self.error = ""
+
+
 def _in_loop(loop) -> bool:
     try:
         return asyncio.get_running_loop() is loop

@@ -20,7 +20,7 @@ import json
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
-from django_eventstream.views import Listener, get_listener_manager
+from django_eventstream.views import get_listener_manager
 
 from access.policy import Principal, readable_stations
 from access.revocation import watcher
@@ -31,6 +31,7 @@ from notifications.eventlog import LogPosition, log_entries_after, log_positions
 from notifications.fanout import subscriber
 from notifications.grip import grip_last_cursor, grip_response, next_link_principal
 from notifications.keepalive import keepalive
+from notifications.listeners import StreamListener
 from notifications.representation import EVENT_TYPE, sse_frame
 from stations.models import code_validator
 
@@ -177,7 +178,19 @@ def opening_frames(codes: list[str], last: dict[str, int], reset: dict[str, str]
 
 
 class NotificationStream:
-    """One open stream: its cursor, its listener, and the frames it yields."""
+    """One open stream: its cursor, its listener, and the frames it yields.
+    (Slots: thousands of these stay open for hours.)"""
+
+    __slots__ = (
+        "codes",
+        "principal",
+        "client_cursor",
+        "last",
+        "station_ids",
+        "listener",
+        "closed",
+        "ping",
+    )
 
     def __init__(self, codes: list[str], client_cursor: dict[str, int], principal: Principal):
         self.codes = codes
@@ -185,7 +198,7 @@ class NotificationStream:
         self.client_cursor = client_cursor
         self.last: dict[str, int] = {}
         self.station_ids: dict[str, int] = {}
-        self.listener = Listener()
+        self.listener = StreamListener(set(codes))
         self.closed = False
         self.ping = False
 
@@ -198,26 +211,30 @@ class NotificationStream:
         self.ping = True
         self.listener.aevent.set()
 
+    def kick(self, lost: list[str]) -> None:
+        """Access to `lost` was taken away (access/revocation.py)."""
+        self.listener.error = lost
+        self.listener.aevent.set()
+
     async def events(self):
         listener = self.listener
-        listener.channels = set(self.codes)
-        listener.assign_loop()
         manager = get_listener_manager()
         # Listen before reading positions: an event committed in between is then
         # either in the positions read (and skipped when it arrives) or after them.
         manager.add_listener(listener)
         subscriber.ensure_started()
 
-        def kick(lost: list[str]):
-            listener.error = lost
-            listener.aevent.set()
-
-        watch = watcher.watch(self.principal, self.codes, kick)
+        watch = watcher.watch(self.principal, self.codes, self.kick)
         keepalive.add(self)
         try:
             positions = await run_db(log_positions, self.codes)
-            yield self._opening(positions)
+            opening = self._opening(positions)
             behind = {code for code in self.codes if self.last[code] < positions[code].last_seq}
+            # An open stream may idle for hours: keep nothing it no longer needs.
+            del positions
+            self.client_cursor = None
+            yield opening
+            del opening
             while not self.closed:
                 while behind:
                     chunk, behind = await self._catch_up(behind)

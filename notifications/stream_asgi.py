@@ -65,7 +65,22 @@ async def stream_app(scope, receive, send):
     head = _head(response, secure)
     frames = response.stream_frames  # the stream's own generator of text frames
     del request, response, match  # nothing of them is needed while the stream is open
-    await _carry(send, receive, head, frames, notification_stream)
+
+    # Carry the stream (here rather than in a helper: one coroutine frame less per
+    # open stream).
+    gone = asyncio.ensure_future(_until_disconnect(receive, notification_stream))
+    try:
+        await send(head)
+        del head
+        async for frame in frames:
+            body = frame.encode()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+    finally:
+        gone.cancel()
+        await frames.aclose()  # unregisters the stream's listener now, not at GC
+    if not notification_stream.closed:
+        # The stream ended itself (access taken away): end the response too.
+        await send({"type": "http.response.body", "body": b""})
 
 
 def _django_request(scope) -> ASGIRequest:
@@ -95,21 +110,6 @@ async def _send_response(send, response, secure: bool) -> None:
     content = response.content
     await send(_head(response, secure, [(b"content-length", str(len(content)).encode())]))
     await send({"type": "http.response.body", "body": content})
-
-
-async def _carry(send, receive, head: dict, frames, notification_stream) -> None:
-    gone = asyncio.ensure_future(_until_disconnect(receive, notification_stream))
-    try:
-        await send(head)
-        async for frame in frames:
-            body = frame.encode()
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-    finally:
-        gone.cancel()
-        await frames.aclose()  # unregisters the stream's listener now, not at GC
-    if not notification_stream.closed:
-        # The stream ended itself (access taken away): end the response too.
-        await send({"type": "http.response.body", "body": b""})
 
 
 async def _until_disconnect(receive, notification_stream) -> None:
