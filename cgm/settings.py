@@ -237,12 +237,18 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# GRIP_URL: Pushpin's publish endpoint (e.g. http://127.0.0.1:5561); Pushpin then holds
-# the client connections and Django answers stream requests with GRIP instructions.
-GRIP_URL = env_str("GRIP_URL")
+# GRIP_URL: the publish endpoint of each Pushpin node, comma-separated (e.g.
+# http://127.0.0.1:5561?iss=pushpin&key=...). Pushpin then holds the client connections,
+# Django answers stream requests with GRIP instructions, and every node gets every
+# publish (docs/SCALING.md).
+GRIP_URLS = env_list("GRIP_URL", [])
 # Seconds between Pushpin's safety-net refetches of a held stream's next link.
 CGM_GRIP_REFRESH_SECONDS = env_int("CGM_GRIP_REFRESH_SECONDS", 600)
-if GRIP_URL:
+if GRIP_URLS:
+    from gripcontrol import parse_grip_uri
+
+    # django_grip checks each request's Grip-Sig against every node's key.
+    GRIP_PROXIES = [parse_grip_uri(url) for url in GRIP_URLS]
     # Marks requests that Pushpin signed (request.grip.proxied); others stream directly.
     MIDDLEWARE.insert(1, "django_grip.GripMiddleware")
 

@@ -127,10 +127,11 @@ def grip_response(
 def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> None:
     """Publish (channel, type, data, seq) in one request to Pushpin's publish endpoint.
 
-    One blocking request per ingest, before the sender gets its answer: posts that
-    follow each other reach Pushpin in sequence order (no prev-id gaps, no recovery
-    calls), and a batch of 100 costs one round trip, not 100. On failure nothing is
-    lost: Pushpin sees the gap at the station's next event and recovers from the log.
+    One request per committed ingest group, from the ingest's publisher thread in
+    commit order (group_commit.py): Pushpin gets each station's events in sequence
+    order (no prev-id gaps, no recovery calls), and a batch of 100 costs one round
+    trip, not 100. On failure nothing is lost: Pushpin sees the gap at the station's
+    next event and recovers from the log.
     """
     items = []
     for channel, event_type, data, seq in events:
@@ -143,10 +144,21 @@ def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> None:
                 "formats": {"http-stream": {"content": content, "content-filters": ["build-id"]}},
             }
         )
+    _publish(items)
+
+
+def _publish(items: list[dict]) -> None:
+    """One request to each Pushpin node's publish endpoint (GRIP_URL lists them), on
+    this thread's keep-alive connections. A node that fails does not hold up the others."""
     body = json.dumps({"items": items})
+    for url in settings.GRIP_URLS:
+        _publish_to(url, body)
+
+
+def _publish_to(url: str, body: str) -> None:
     for attempt in (1, 2):
         try:
-            connection = _publish_connection()
+            connection = _publish_connection(url)
             connection.request(
                 "POST", "/publish/", body=body, headers={"Content-Type": "application/json"}
             )
@@ -156,13 +168,33 @@ def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> None:
                 raise OSError(f"Pushpin answered {response.status}")
             return
         except (OSError, http.client.HTTPException):
-            _connections.conn = None  # stale keep-alive connection: open a new one
+            _connections.by_url.pop(url, None)  # stale keep-alive connection: open a new one
             if attempt == 2:
-                logger.warning("publish to Pushpin failed; it recovers from the log", exc_info=True)
+                logger.warning(
+                    "publish to Pushpin %s failed; it recovers from the log",
+                    urlsplit(url).netloc,
+                    exc_info=True,
+                )
 
 
-def _publish_connection() -> http.client.HTTPConnection:
-    if getattr(_connections, "conn", None) is None:
-        target = urlsplit(parse_grip_uri(settings.GRIP_URL)["control_uri"])
-        _connections.conn = http.client.HTTPConnection(target.hostname, target.port, timeout=5)
-    return _connections.conn
+def close_streams_of(principals) -> None:
+    """End every stream Pushpin holds for these callers (their access may have
+    narrowed). Each stream subscribed its caller's channel (principal_channel); its
+    client reconnects with Last-Event-ID and Django checks its access again."""
+    items = [
+        {"channel": principal_channel(p), "formats": {"http-stream": {"action": "close"}}}
+        for p in principals
+    ]
+    if items:
+        _publish(items)
+
+
+def _publish_connection(url: str) -> http.client.HTTPConnection:
+    if not hasattr(_connections, "by_url"):
+        _connections.by_url = {}
+    connection = _connections.by_url.get(url)
+    if connection is None:
+        target = urlsplit(parse_grip_uri(url)["control_uri"])
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=5)
+        _connections.by_url[url] = connection
+    return connection

@@ -36,7 +36,7 @@ def publish_notifications(notifications: list[Notification]) -> None:
         )
         for notification in notifications
     ]
-    if settings.GRIP_URL:
+    if settings.GRIP_URLS:
         # Streams held by Pushpin: one ordered publish for the whole ingest (grip.py).
         publish_to_pushpin(outgoing)
     queue_for_local_streams(outgoing)

@@ -130,3 +130,26 @@ def test_batches_across_stations_need_no_recovery_either(pushpin_stack):
     assert [e.json()["id"] for e in received[:4]] == [e["id"] for e in batch]
     assert received[-1].id == f"{A}:3,{B}:3"
     assert stream.quiet("notification", 0.5) == []
+
+
+def test_revoking_a_key_closes_the_streams_pushpin_holds_for_it(pushpin_stack):
+    pushpin, first, _ = pushpin_stack
+    key = first.manage("createapikey", "reader A", "--scope", "subscribe", "--station", A).strip()
+    other = first.manage("createapikey", "reader B", "--scope", "subscribe").strip()
+    revoked = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers={"X-Api-Key": key})
+    untouched = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers={"X-Api-Key": other})
+    revoked.next_of("stream-open")
+    untouched.next_of("stream-open")
+
+    # A separate process (like an admin's), with the same settings: it tells Pushpin.
+    first.manage("revokeapikey", key)
+
+    assert revoked.ended(timeout=10)
+    again = httpx.get(f"{pushpin.url}/api/sse/stations/{A}/", headers={"X-Api-Key": key})
+    assert again.status_code == 401
+    # Only that caller's streams were closed.
+    event = make_event(A)
+    first.post(event)
+    assert untouched.next_of("notification").json()["id"] == event["id"]
+    revoked.close()
+    untouched.close()

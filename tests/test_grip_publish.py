@@ -1,0 +1,81 @@
+"""Publishing to every Pushpin node GRIP_URL names (notifications/grip.py).
+
+The two "nodes" here are small local HTTP servers standing in for Pushpin's publish
+endpoint (the real Pushpin runs in tests/test_e2e_pushpin.py)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from access.policy import Principal
+from notifications import grip
+from tests.server import free_port
+
+
+class PublishEndpoint:
+    def __init__(self):
+        self.bodies: list[dict] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                length = int(self.headers["Content-Length"])
+                endpoint.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # keep-alive handlers must not block shutdown
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def nodes(settings):
+    started = [PublishEndpoint(), PublishEndpoint()]
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings.GRIP_URLS = [started[0].url, down, started[1].url]
+    grip._connections.by_url = {}
+    yield started
+    for node in started:
+        node.stop()
+    grip._connections.by_url = {}
+
+
+def test_every_node_gets_every_publish_even_when_one_is_down(nodes):
+    grip.publish_to_pushpin([("ST001", "notification", '{"seq": 7}', 7)])
+    grip.publish_to_pushpin([("ST001", "notification", '{"seq": 8}', 8)])
+
+    for node in nodes:
+        items = [body["items"][0] for body in node.bodies]
+        assert [(i["channel"], i["id"], i["prev-id"]) for i in items] == [
+            ("events-ST001", "7", "6"),
+            ("events-ST001", "8", "7"),
+        ]
+
+
+def test_closing_a_callers_streams_reaches_every_node(nodes):
+    grip.close_streams_of({Principal("key", 42)})
+    for node in nodes:
+        assert node.bodies == [
+            {
+                "items": [
+                    {
+                        "channel": "principal-key-42",
+                        "formats": {"http-stream": {"action": "close"}},
+                    }
+                ]
+            }
+        ]
