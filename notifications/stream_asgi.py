@@ -14,8 +14,8 @@ the CPU per delivered event (docs/PERFORMANCE.md). Here:
   stream waits for the client to leave.
 
 Which requests take it (`takes_lane`): GET on a stream URL with nothing for Django's
-middleware to do (cgm/lanes.py) and not from Pushpin (whose GRIP signature Django's
-GripMiddleware checks). Anything else goes through Django as before.
+middleware to do (cgm/lanes.py) but django_grip's, which the lane runs itself when
+Pushpin is configured. Anything else goes through Django as before.
 """
 
 import asyncio
@@ -28,6 +28,7 @@ from django.contrib.auth.middleware import auser, get_user
 from django.core.handlers.asgi import ASGIRequest
 from django.urls import Resolver404, resolve
 from django.utils.functional import SimpleLazyObject
+from django_grip import GripMiddleware
 
 from cgm.lanes import Headers, is_secure, plain_request, security_headers
 from notifications import stream
@@ -39,7 +40,13 @@ def takes_lane(scope) -> bool:
     if scope["method"] != "GET" or not scope["path"].startswith(STREAM_PREFIX):
         return False
     headers = Headers.from_scope(scope)
-    return "grip-sig" not in headers and plain_request(scope, headers) and _view(scope) is not None
+    return plain_request(scope, headers) and _view(scope) is not None
+
+
+# Behind Pushpin, django_grip's middleware checks Pushpin's signature on the request
+# and turns the view's hold instruction into GRIP headers on the answer: the lane runs
+# its two hooks around the view, as Django's stack would.
+_grip = GripMiddleware(lambda request: None) if settings.GRIP_URLS else None
 
 
 def _view(scope):
@@ -54,7 +61,11 @@ async def stream_app(scope, receive, send):
     secure = is_secure(scope, Headers.from_scope(scope))
     match = _view(scope)
     request = _django_request(scope)
+    if _grip is not None:
+        _grip.process_request(request)
     response = await match.func(request, *match.args, **match.kwargs)
+    if _grip is not None:
+        response = _grip.process_response(request, response)
     # Break the request's reference cycles (request.user's closure refers back to the
     # request) so it is freed now rather than at a full garbage collection.
     request.__dict__.clear()

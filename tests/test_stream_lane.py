@@ -37,7 +37,6 @@ def test_only_plain_stream_requests_take_the_lane(settings):
     assert takes_lane(scope())
     assert takes_lane(scope(path="/api/sse/"))
     assert not takes_lane(scope(origin="https://ops.example"))  # CORS: Django
-    assert not takes_lane(scope(grip_sig="x"))  # Pushpin: GripMiddleware checks it
     assert not takes_lane(scope(method="POST"))
     assert not takes_lane(scope(method="HEAD"))
     assert not takes_lane(scope(path="/api/sse/elsewhere/x"))  # not the stream view
