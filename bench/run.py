@@ -408,7 +408,8 @@ def run(name: str, args) -> list[str]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenarios", nargs="*", default=list(DEFAULTS), choices=list(DEFAULTS))
+    # No default list here: argparse would check the whole list against `choices`.
+    parser.add_argument("scenarios", nargs="*", choices=list(DEFAULTS))
     parser.add_argument("--subscribers", type=int)
     parser.add_argument("--stations", type=int)
     parser.add_argument("--rate", type=float)
@@ -420,7 +421,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"# bench on {os.cpu_count()} cores, nofile={hard}, {time.strftime('%Y-%m-%d %H:%M')}")
-    for name in options.scenarios:
+    for name in options.scenarios or list(DEFAULTS):
         args = argparse.Namespace(**{**DEFAULTS[name], "storm": False, "batch": options.batch})
         args.storm = DEFAULTS[name].get("storm", False) and not options.no_storm
         for key in ("subscribers", "stations", "rate", "duration"):

@@ -253,8 +253,9 @@ if GRIP_URLS:
     MIDDLEWARE.insert(1, "django_grip.GripMiddleware")
 
 # --- Event stream -------------------------------------------------------------------------
-# django-eventstream is the publish path (send_event) and the in-process fan-out; its
-# storage is our notification log, so Last-Event-ID resume reads the real history.
+# django-eventstream's listener manager is the in-process fan-out (notifications/
+# publish.py feeds it); its storage is our notification log, so a send_event from
+# elsewhere (a management shell, say) gets the row's real id.
 EVENTSTREAM_STORAGE_CLASS = "notifications.eventlog.NotificationLogStorage"
 EVENTSTREAM_CHANNELMANAGER_CLASS = "notifications.channels.StationChannelManager"
 

@@ -62,8 +62,9 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
 class NotificationLogStorage(StorageBase):
     """django-eventstream storage whose event ids are the per-station sequences.
 
-    The log row is written by the ingest transaction, and send_event runs after its
-    commit, so append_event appends nothing: it hands back the id the row already has.
+    The log row is written by the ingest transaction, and anything publishing runs after
+    its commit, so append_event appends nothing: it hands back the id the row already
+    has. (The ingest publishes through the listener manager directly, publish.py.)
     """
 
     def append_event(self, channel, event_type, data):

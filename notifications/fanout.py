@@ -1,7 +1,7 @@
 """Fan-out between server processes over Redis pub/sub (set REDIS_URL).
 
 Each process delivers its own notifications to its own streams at once (django-
-eventstream's listener manager, via send_event) and publishes them to Redis for the
+eventstream's listener manager, notifications/publish.py) and publishes them to Redis for the
 other processes, whose subscriber forwards them to their streams. This replaces
 django-eventstream's own Redis mode, whose listener dies silently when Redis drops
 and whose send_event raises after the write (DESIGN.md trap 5). Here:

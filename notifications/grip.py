@@ -2,7 +2,7 @@
 
 Django replies at once with what the client missed (from the log) and a GRIP
 instruction: hold the connection open on the stations' channels, starting after
-these sequence numbers. send_event publishes each notification to Pushpin with
+these sequence numbers. publish.py publishes each notification to Pushpin with
 id = station sequence and prev-id = sequence - 1, contiguous per channel, so Pushpin
 delivers in order without calling back (DESIGN.md trap 8). Pushpin builds each
 event's `id:` from its channels' last ids with the `id_format` below, which yields
@@ -38,7 +38,7 @@ _connections = threading.local()
 
 
 def channel_name(code: str) -> str:
-    # django-eventstream's naming, so its send_event reaches these subscriptions.
+    # django-eventstream's naming (its send_event would reach these subscriptions too).
     return f"events-{quote(code)}"
 
 

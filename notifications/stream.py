@@ -4,9 +4,9 @@ Why not django-eventstream's own `events` view: it reads storage in the request'
 thread-sensitive executor, so each open stream pins an OS thread and a DB connection
 (DESIGN.md trap 1), caps streams at 10 channels, and sends no cursor before the first
 event. This view keeps django-eventstream's fan-out (its listener manager receives
-every send_event), and reads the log in a small shared thread pool, so threads and DB
-connections stay bounded however many streams are open. The ASGI entry point
-(cgm/asgi.py) also keeps Django from giving each stream a thread of its own.
+every published event), and reads the log in a small shared thread pool, so threads and
+DB connections stay bounded however many streams are open. The stream lane
+(stream_asgi.py) runs this view and then carries the stream without Django's handler.
 
 A stream's life: register a listener, read the stations' log positions, send the
 cursor, replay from the client's cursor if it sent one, then forward live events.
