@@ -408,8 +408,8 @@ def run(name: str, args) -> list[str]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # No default list here: argparse would check the whole list against `choices`.
-    parser.add_argument("scenarios", nargs="*", choices=list(DEFAULTS))
+    # Checked below, not with `choices`: argparse (3.11) checks an empty list against it.
+    parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(DEFAULTS)} (all)")
     parser.add_argument("--subscribers", type=int)
     parser.add_argument("--stations", type=int)
     parser.add_argument("--rate", type=float)
@@ -417,6 +417,9 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--no-storm", action="store_true")
     options = parser.parse_args()
+    unknown = [name for name in options.scenarios if name not in DEFAULTS]
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(DEFAULTS)}")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -36,34 +36,21 @@ def equipment():
     call_command("demo_data", stations=2, stdout=io.StringIO())
 
 
+def values(event) -> tuple:
+    return event.message_id, event.fault_type, event.action, event.message, event.code
+
+
 def drf_answer(raw: dict):
     serializer = EventSerializer(data=raw, context={"equipment": Equipment([raw])})
     if serializer.is_valid():
-        event = serializer.validated_data
-        return "valid", (
-            event.message_id,
-            event.fault_type,
-            event.action,
-            event.message,
-            event.code,
-        )
-    return "invalid", {
-        name: [str(m) for m in messages] for name, messages in serializer.errors.items()
-    }
+        return "valid", values(serializer.validated_data)
+    errors = serializer.errors
+    return "invalid", {name: [str(m) for m in messages] for name, messages in errors.items()}
 
 
 def our_answer(raw: dict):
     events, errors = validate_events([raw], batch=False)
-    if events:
-        event = events[0]
-        return "valid", (
-            event.message_id,
-            event.fault_type,
-            event.action,
-            event.message,
-            event.code,
-        )
-    return "invalid", errors
+    return ("valid", values(events[0])) if events else ("invalid", errors)
 
 
 @pytest.mark.parametrize("field", ["id", "faultType", "action", "message", "code"])
