@@ -419,7 +419,8 @@ def main():
     options = parser.parse_args()
     unknown = [name for name in options.scenarios if name not in DEFAULTS]
     if unknown:
-        parser.error(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(DEFAULTS)}")
+        known = ", ".join(DEFAULTS)
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}; choose from {known}")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
