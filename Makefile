@@ -26,7 +26,7 @@ run: $(VENV)/.runtime
 	DEBUG=1 $(PY) manage.py demo_data --stations $(DEMO_STATIONS)
 	DEBUG=1 $(PY) manage.py bootstrap_local
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (dashboard /, admin /admin/, stream /api/sse/stations/ST001/)"
-	DEBUG=1 $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) cgm.asgi:application
+	DEBUG=1 $(VENV)/bin/daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=4096 cgm.asgi:application
 
 # One machine, several cores: WORKERS Daphne processes on one socket, PostgreSQL and
 # Redis (defaults: this machine's services). docs/SCALING.md explains the sizes.

@@ -16,8 +16,10 @@ stream read the missing entries from the log. Nothing missed, nothing twice.
 """
 
 import json
+import logging
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from django_eventstream.views import get_listener_manager
@@ -34,6 +36,8 @@ from notifications.keepalive import keepalive
 from notifications.listeners import StreamListener
 from notifications.representation import EVENT_TYPE, sse_frame
 from stations.models import code_validator
+
+logger = logging.getLogger(__name__)
 
 
 def _error(status: int, error: str, message: str, fields: dict | None = None) -> JsonResponse:
@@ -52,6 +56,17 @@ def _requested_codes(request, station: str | None) -> list[str]:
 
 @require_GET
 async def station_stream(request, station: str | None = None):
+    try:
+        return await _open_stream(request, station)
+    except DatabaseError:
+        # A clear answer rather than a 500: EventSource clients retry by themselves.
+        logger.exception("database error opening a stream")
+        response = _error(503, "unavailable", "The database did not answer; retry shortly.")
+        response["Retry-After"] = "1"
+        return response
+
+
+async def _open_stream(request, station: str | None):
     codes = _requested_codes(request, station)
     if not codes:
         return _error(400, "invalid", "Name at least one station.", {"station": ["Required."]})

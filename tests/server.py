@@ -132,10 +132,10 @@ class DaphneServer:
         self.process = subprocess.Popen(
             [
                 str(BIN / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
+                # Twisted listens with a backlog of 50 by default: a burst of connections
+                # (a reconnect storm, or Pushpin opening streams) would be refused.
+                "-e",
+                f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
                 *self.daphne_args,
                 "cgm.asgi:application",
             ],

@@ -120,3 +120,19 @@ def test_a_stream_that_the_client_leaves_is_unregistered_at_once(subscribe_key):
     assert b"event: stream-open" in opening["body"]
     assert listening == 1
     assert after == 0
+
+
+def test_a_database_failure_at_open_is_a_503_not_a_crash(subscribe_key, monkeypatch):
+    from django.db import OperationalError
+    from django.test import Client
+
+    def database_down(fn, args):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("cgm.db_pool._call", database_down)
+    response = Client().get(
+        "/api/sse/stations/ST001/", headers={"Authorization": f"Bearer {subscribe_key}"}
+    )
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json()["error"] == "unavailable"
