@@ -102,9 +102,16 @@ def answer(headers: Headers, body: bytes | None, store=notification_ingest) -> R
 
 async def ingest_app(scope, receive, send):
     headers = Headers.from_scope(scope)
-    body = await _read_body(receive, headers)
+    try:
+        body = await _read_body(receive, headers)
+    except _ClientGoneError:
+        return  # the sender left before its body arrived: nothing to store or answer
     reply = await on_ingest_thread(answer, headers, body, committer.store)
     await _send(send, reply, is_secure(scope, headers))
+
+
+class _ClientGoneError(Exception):
+    pass
 
 
 async def _read_body(receive, headers: Headers) -> bytes | None:
@@ -119,7 +126,7 @@ async def _read_body(receive, headers: Headers) -> bytes | None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks)  # the caller is gone; the answer goes nowhere
+            raise _ClientGoneError  # never act on a body cut short
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -204,3 +204,25 @@ def test_plain_http_posts_go_to_django_when_tls_is_required(settings):
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     assert takes_lane(scope(x_forwarded_proto="https", **key))
     assert not takes_lane(scope(scheme="https", **key))
+
+
+def test_a_body_cut_short_by_a_disconnect_is_never_stored(keys):
+    import asyncio
+
+    from asgiref.testing import ApplicationCommunicator
+
+    from notifications.ingest_asgi import ingest_app
+
+    body = dumps([make_event(), make_event()])
+    request = scope(authorization=f"Bearer {keys['ingest']}", content_type="application/json")
+
+    async def scenario():
+        app = ApplicationCommunicator(ingest_app, request)
+        # Half a batch, then the sender is gone.
+        await app.send_input({"type": "http.request", "body": body[:40], "more_body": True})
+        await app.send_input({"type": "http.disconnect"})
+        await app.wait(timeout=5)
+        return await app.receive_nothing()
+
+    assert asyncio.run(scenario())  # no answer was sent
+    assert Notification.objects.count() == 0
