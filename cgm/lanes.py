@@ -16,12 +16,16 @@ class Headers(dict):
 
     @classmethod
     def from_scope(cls, scope) -> "Headers":
-        headers = cls()
-        for name, value in scope["headers"]:
-            key = name.decode("latin-1").lower()
-            value = value.decode("latin-1")
-            # Repeated headers join with commas (RFC 9110), as Django does.
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        # Built once per request and kept on the scope: the router (takes_lane) and the
+        # lane itself both need them.
+        headers = scope.get("cgm.headers")
+        if headers is None:
+            headers = scope["cgm.headers"] = cls()
+            for name, value in scope["headers"]:
+                key = name.decode("latin-1").lower()
+                value = value.decode("latin-1")
+                # Repeated headers join with commas (RFC 9110), as Django does.
+                headers[key] = f"{headers[key]},{value}" if key in headers else value
         return headers
 
     def get(self, name, default=None):

@@ -1,9 +1,10 @@
 """The threads the ingest's database work runs on.
 
 A fixed pool that lives as long as the process, instead of Django's new thread per
-request: no thread start and stop per post, and each thread keeps its database
-connection. Writes are not theirs to serialise: the ASGI lane hands them to one writer
-per process (group_commit.py), and Django's door queues on the SQLite writer lock.
+request: no thread start and stop per post. Each request's database connection goes
+back after it (to the PostgreSQL pool; SQLite keeps its own). Writes are not theirs to
+serialise: the ASGI lane hands them to one writer per process (group_commit.py), and
+Django's door queues on the SQLite writer lock.
 """
 
 import asyncio

@@ -50,11 +50,15 @@ _grip = GripMiddleware(lambda request: None) if settings.GRIP_URLS else None
 
 
 def _view(scope):
-    try:
-        match = resolve(scope["path"])
-    except Resolver404:
-        return None
-    return match if match.func is stream.station_stream else None
+    """The stream view's URL match, or None; resolved once per request (kept on the
+    scope: takes_lane and stream_app both ask)."""
+    if "cgm.stream_view" not in scope:
+        try:
+            match = resolve(scope["path"])
+        except Resolver404:
+            match = None
+        scope["cgm.stream_view"] = match if match and match.func is stream.station_stream else None
+    return scope["cgm.stream_view"]
 
 
 async def stream_app(scope, receive, send):
