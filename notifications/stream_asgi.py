@@ -80,6 +80,9 @@ async def stream_app(scope, receive, send):
     head = _head(response, secure)
     frames = response.stream_frames  # the stream's own generator of text frames
     del request, response, match  # nothing of them is needed while the stream is open
+    # Nor what the routing kept on the scope, which Daphne holds as long as the stream.
+    scope.pop("cgm.headers", None)
+    scope.pop("cgm.stream_view", None)
 
     # Carry the stream (here rather than in a helper: one coroutine frame less per
     # open stream).
