@@ -79,6 +79,70 @@ def children(pid: int) -> list[int]:
     return found
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far, from /proc (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+class CpuMeter:
+    """Where the machine's CPU went during a run: the Django processes, PostgreSQL,
+    this load generator, and the whole machine (/proc/stat). Noisy machines move
+    throughput from run to run; CPU per event moves far less, so it says where an
+    event's cost is."""
+
+    def __init__(self, django_pids: list[int]):
+        self.django_pids = django_pids
+        self.start = self._sample()
+
+    def _sample(self) -> dict:
+        django = sum(cpu_seconds(p) for pid in self.django_pids for p in [pid, *children(pid)])
+        postgres = {pid: cpu_seconds(pid) for pid in postgres_pids()}
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / TICK  # minus idle and iowait
+        return {
+            "django": django,
+            "postgres": postgres,
+            "loadgen": usage.ru_utime + usage.ru_stime,
+            "machine": busy,
+            "time": time.monotonic(),
+        }
+
+    def report(self, events: int) -> str:
+        end, start = self._sample(), self.start
+        postgres = sum(
+            cpu - start["postgres"].get(pid, 0.0) for pid, cpu in end["postgres"].items()
+        )
+        spent = {
+            "django": end["django"] - start["django"],
+            "postgres": postgres,
+            "loadgen": end["loadgen"] - start["loadgen"],
+            "machine": end["machine"] - start["machine"],
+        }
+        per_event = " ".join(f"{k}={v / max(1, events) * 1e6:.0f}us" for k, v in spent.items())
+        cores = spent["machine"] / (end["time"] - start["time"])
+        return f"cpu/event {per_event} (machine busy {cores:.2f} of {os.cpu_count()} cores)"
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -341,6 +405,7 @@ async def ingest_scenario(stack: Stack, args) -> list[str]:
     lines = []
     for batch in (1, 100):
         stats = Stats()
+        cpu = CpuMeter(stack.django_pids)
         elapsed = await post_flat_out(
             stack.ingest_port,
             headers,
@@ -355,7 +420,8 @@ async def ingest_scenario(stack: Stack, args) -> list[str]:
             f"ingest(batch={batch}): posters=16 duration={elapsed:.1f}s "
             f"accepted={stats.accepted} ({stats.accepted / elapsed:.0f} events/s) "
             f"statuses={stats.statuses} request p50={ms(pct(stats.ingest, 0.5))} "
-            f"p99={ms(pct(stats.ingest, 0.99))} db_connections={stack.db_connections()}"
+            f"p99={ms(pct(stats.ingest, 0.99))} db_connections={stack.db_connections()} | "
+            f"{cpu.report(stats.accepted)}"
         )
     return lines
 

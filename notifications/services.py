@@ -1,9 +1,12 @@
 """The ingest workflow: the only place that writes notifications."""
 
 import logging
+import weakref
 from dataclasses import dataclass
 
+import psycopg
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from cgm.write_lock import write_lock
@@ -48,50 +51,20 @@ def notification_ingest_group(
 
 
 def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
-    events = [event for request in requests for event in request]
-    with write_lock(), transaction.atomic():
-        known = _known_ids({e.message_id for e in events})
-        # The first occurrence of each id not in the log yet, in arrival order.
-        new_events, seen = [], set(known)
-        for event in events:
-            if event.message_id not in seen:
-                seen.add(event.message_id)
-                new_events.append(event)
+    # The first occurrence of each id in the group, in arrival order: an id repeated
+    # across the group's requests is stored once, for the first.
+    candidates: dict[str, EventInput] = {}
+    for request in requests:
+        for event in request:
+            candidates.setdefault(event.message_id, event)
 
-        counts: dict[int, int] = {}
-        for event in new_events:
-            counts[event.station.pk] = counts.get(event.station.pk, 0) + 1
-        next_seq = {
-            station_id: last - count + 1 for station_id, count, last in _allocate_sequences(counts)
-        }
-
-        new_rows: list[Notification] = []
-        for event in new_events:
-            seq = next_seq[event.station.pk]
-            next_seq[event.station.pk] += 1
-            new_rows.append(
-                Notification(
-                    station=event.station,
-                    box=event.box,
-                    connector=event.connector,
-                    seq=seq,
-                    message_id=event.message_id,
-                    fault_type=event.fault_type,
-                    action=event.action,
-                    message=event.message,
-                    code=event.code,
-                    occurred_at=event.occurred_at,
-                    extra=event.extra,
-                    payload=event.payload,
-                )
-            )
-        if new_rows:
-            _insert(new_rows)
-            # robust: a failing publish must not turn a committed ingest into a 500;
-            # streams notice the gap at the next event and catch up from the log.
-            transaction.on_commit(lambda: publish(new_rows), robust=True)
+    if connection.vendor == "postgresql":
+        new_rows = _write_postgresql(candidates, publish)
+    else:
+        new_rows = _write_in_transaction(candidates, publish)
 
     stored = {row.message_id: row for row in new_rows}
+    known = candidates.keys() - stored.keys()
     if known:
         # A sender's retry: answer with the row as first stored (rare, so loaded here).
         stored.update(
@@ -100,14 +73,67 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
             .filter(message_id__in=known)
             .order_by()
         )
-    created = {id(event) for event in new_events}
+    created = {id(candidates[message_id]) for message_id in stored.keys() - known}
     return [
         [Stored(stored[event.message_id], id(event) in created) for event in request]
         for request in requests
     ]
 
 
-def _known_ids(message_ids: set[str]) -> set[str]:
+def _new_row(event: EventInput, seq: int, received_at) -> Notification:
+    return Notification(
+        station=event.station,
+        box=event.box,
+        connector=event.connector,
+        seq=seq,
+        message_id=event.message_id,
+        fault_type=event.fault_type,
+        action=event.action,
+        message=event.message,
+        code=event.code,
+        occurred_at=event.occurred_at,
+        received_at=received_at,
+        extra=event.extra,
+        payload=event.payload,
+    )
+
+
+def _publish_when_committed(publish, rows: list[Notification]) -> None:
+    # A failing publish must not turn a committed ingest into an error: streams notice
+    # the gap at the station's next event and catch up from the log.
+    if connection.in_atomic_block:
+        transaction.on_commit(lambda: publish(rows), robust=True)
+        return
+    try:
+        publish(rows)  # already committed: the statement ran in autocommit
+    except Exception:
+        logger.exception("publish failed; streams catch up from the log")
+
+
+def _write_in_transaction(candidates: dict[str, EventInput], publish) -> list[Notification]:
+    """SQLite (and any other backend): check, allocate and insert in one transaction,
+    under the process's writer lock (cgm/write_lock.py)."""
+    with write_lock(), transaction.atomic():
+        known = _known_ids(candidates.keys())
+        new_events = [e for message_id, e in candidates.items() if message_id not in known]
+        counts: dict[int, int] = {}
+        for event in new_events:
+            counts[event.station.pk] = counts.get(event.station.pk, 0) + 1
+        next_seq = {
+            station_id: last - count + 1 for station_id, count, last in _allocate_sequences(counts)
+        }
+        received_at = timezone.now()
+        new_rows = []
+        for event in new_events:
+            new_rows.append(_new_row(event, next_seq[event.station.pk], received_at))
+            next_seq[event.station.pk] += 1
+        if new_rows:
+            Notification.objects.bulk_create(new_rows)
+            _publish_when_committed(publish, new_rows)
+    return new_rows
+
+
+def _known_ids(message_ids) -> set[str]:
     # Raw SQL: the ORM spent longer building this query than the database answering it.
     table = Notification._meta.db_table
     placeholders = ", ".join(["%s"] * len(message_ids))
@@ -119,66 +145,138 @@ def _known_ids(message_ids: set[str]) -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
-_COPY_COLUMNS = (
-    "station_id",
-    "box_id",
-    "connector_id",
-    "seq",
-    "message_id",
-    "fault_type",
-    "action",
-    "message",
-    "code",
-    "occurred_at",
-    "received_at",
-    "extra",
-    "payload",
+_NOTIFICATION = Notification._meta.db_table
+_STATION = Station._meta.db_table
+
+# PostgreSQL: the whole group in one statement, committed on its own (autocommit): one
+# round trip and one WAL flush per group. Done as separate statements inside a
+# transaction it was six round trips (BEGIN, the known-id check, the sequences, the
+# insert, COMMIT), and on a busy 2-core machine each round trip waits for the database
+# process and then for this process's GIL: 10 ms a group, and the ingest's bottleneck
+# (docs/PERFORMANCE.md). Read from the top:
+#   incoming   the group's events, one array per column, in arrival order (ord);
+#   fresh      those whose id is not in the log yet (a sender's retry is answered
+#              from the log instead);
+#   wanted     how many numbers each station needs;
+#   locked     the stations' rows, locked in key order (so two writers never
+#              deadlock) and held until commit: that is what keeps each station's
+#              sequence contiguous and committed in order, which resume relies on;
+#   allocated  the stations' counters moved on; READ COMMITTED re-reads a row that
+#              another writer committed while this one waited for its lock;
+#   inserted   the rows, numbered from each station's previous counter in arrival
+#              order.
+# An id that another process stores between this statement's snapshot and its insert
+# fails the unique index: the statement rolls back whole, numbers included, and
+# notification_ingest_group runs it again, which then finds the row.
+_INGEST_STATEMENT = f"""
+WITH incoming AS (
+    SELECT * FROM unnest(
+        %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],
+        %b::text[], %b::text[], %b::timestamptz[], %b::jsonb[], %b::jsonb[]
+    ) WITH ORDINALITY AS e(
+        station_id, box_id, connector_id, message_id, fault_type, action,
+        message, code, occurred_at, extra, payload, ord
+    )
+),
+fresh AS (
+    SELECT i.* FROM incoming AS i
+    LEFT JOIN LATERAL (
+        SELECT 1 AS hit FROM {_NOTIFICATION} AS n WHERE n.message_id = i.message_id LIMIT 1
+    ) AS known ON true
+    WHERE known.hit IS NULL
+),
+wanted AS (
+    SELECT station_id, count(*) AS n FROM fresh GROUP BY station_id
+),
+locked AS (
+    SELECT s.id FROM {_STATION} AS s WHERE s.id IN (SELECT station_id FROM wanted)
+    ORDER BY s.id FOR UPDATE
+),
+allocated AS (
+    UPDATE {_STATION} AS s SET log_seq = s.log_seq + w.n
+    FROM wanted AS w, locked AS l
+    WHERE s.id = w.station_id AND s.id = l.id
+    RETURNING s.id, s.log_seq - w.n AS previous
+),
+inserted AS (
+    INSERT INTO {_NOTIFICATION} (
+        station_id, box_id, connector_id, seq, message_id, fault_type, action,
+        message, code, occurred_at, received_at, extra, payload
+    )
+    SELECT f.station_id, f.box_id, f.connector_id,
+           a.previous + row_number() OVER (PARTITION BY f.station_id ORDER BY f.ord),
+           f.message_id, f.fault_type, f.action, f.message, f.code, f.occurred_at,
+           %b::timestamptz, f.extra, f.payload
+    FROM fresh AS f JOIN allocated AS a ON a.id = f.station_id
+    RETURNING message_id, seq, id
 )
+SELECT message_id, seq, id FROM inserted
+"""  # noqa: S608 (table names from the models; every value is a parameter)
 
 
-def _insert(rows: list[Notification]) -> None:
-    if connection.vendor != "postgresql":
-        Notification.objects.bulk_create(rows)
-        return
-    # PostgreSQL: COPY, one statement whose rows psycopg formats in C. bulk_create's
-    # UNNEST form escapes every text value of every row in Python: a third of the CPU
-    # of a batch ingest. The ids are not read back: nothing after the insert uses them.
-    table = Notification._meta.db_table
-    columns = ", ".join(_COPY_COLUMNS)
-    with connection.wrap_database_errors, connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(
-                    (
-                        row.station_id,
-                        row.box_id,
-                        row.connector_id,
-                        row.seq,
-                        row.message_id,
-                        row.fault_type,
-                        row.action,
-                        row.message,
-                        row.code,
-                        row.occurred_at,
-                        row.received_at,
-                        Jsonb(row.extra),
-                        Jsonb(row.payload),
-                    )
-                )
+# Connections set up for the prepared ingest statement (see _run_prepared).
+_set_up: weakref.WeakSet = weakref.WeakSet()
+
+
+def _run_prepared(pg_connection: psycopg.Connection, params: list) -> list[tuple[str, int, int]]:
+    """The ingest statement on a server-side binding cursor (Django's own cursors bind
+    on the client), prepared once per connection, its arrays sent in binary.
+
+    Django turns psycopg's prepared statements off (prepare_threshold None, for
+    connection poolers); its own client-side cursors never prepare anyway, so turning
+    them back on for this connection touches nothing but this statement. And with
+    plan_cache_mode left at "auto", PostgreSQL re-plans a prepared statement for each
+    new set of values whenever it guesses that pays, which for this one it always
+    does: planning then cost more of the database's CPU than running it (measured:
+    800 against 420 µs a group)."""
+    if pg_connection not in _set_up:
+        pg_connection.prepare_threshold = 1_000_000  # only prepare=True prepares
+        pg_connection.execute("SET plan_cache_mode = force_generic_plan")
+        _set_up.add(pg_connection)
+    with psycopg.Cursor(pg_connection) as cursor:
+        cursor.execute(_INGEST_STATEMENT, params, prepare=True)
+        return cursor.fetchall()
+
+
+def _write_postgresql(candidates: dict[str, EventInput], publish) -> list[Notification]:
+    events = list(candidates.values())
+    received_at = timezone.now()
+    params = [
+        [e.station.pk for e in events],
+        [e.box.pk if e.box is not None else None for e in events],
+        [e.connector.pk if e.connector is not None else None for e in events],
+        [e.message_id for e in events],
+        [e.fault_type for e in events],
+        [e.action for e in events],
+        [e.message for e in events],
+        [e.code for e in events],
+        [e.occurred_at for e in events],
+        [Jsonb(e.extra) for e in events],
+        [Jsonb(e.payload) for e in events],
+        received_at,
+    ]
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        inserted = {
+            message_id: (seq, pk)
+            for message_id, seq, pk in _run_prepared(connection.connection, params)
+        }
+    new_rows = []
+    for event in events:
+        if event.message_id in inserted:
+            seq, pk = inserted[event.message_id]
+            row = _new_row(event, seq, received_at)
+            row.pk = pk
+            new_rows.append(row)
+    if new_rows:
+        _publish_when_committed(publish, new_rows)
+    return new_rows
 
 
 def _allocate_sequences(counts: dict[int, int]) -> list[tuple[int, int, int]]:
     """Reserve `count` sequence numbers per station; returns (station, count, last).
-
-    It takes each station row's lock (held until commit) and allocates in the same
-    statement. Holding that lock until commit is what makes a station's sequences
-    contiguous and commit in order, which resume relies on. Locks are always taken in
-    primary-key order, so two writers never deadlock. A rollback (a duplicate id raced
-    in, say) releases the numbers unused.
-    """
-    if connection.vendor == "postgresql":
-        return _allocate_sequences_postgresql(counts)
-    # SQLite has one writer at a time and no round trips: one UPDATE per station.
+    Outside PostgreSQL (SQLite has one writer at a time and no round trips): one UPDATE
+    per station, in key order, inside the caller's transaction."""
     allocated = []
     with connection.cursor() as cursor:
         for station_id in sorted(counts):
@@ -189,24 +287,3 @@ def _allocate_sequences(counts: dict[int, int]) -> list[tuple[int, int, int]]:
             )
             allocated.append((station_id, counts[station_id], cursor.fetchone()[0]))
     return allocated
-
-
-_STATION = Station._meta.db_table
-
-
-def _allocate_sequences_postgresql(counts: dict[int, int]) -> list[tuple[int, int, int]]:
-    # One round trip for all the stations of a group (a batch of 100 events touches up
-    # to 100): the CTE locks the rows in key order, then the UPDATE allocates.
-    ids = sorted(counts)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH locked AS (SELECT id FROM {_STATION} WHERE id = ANY(%s) "  # noqa: S608
-            "ORDER BY id FOR UPDATE), "
-            "wanted AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS w(id, n)) "
-            f"UPDATE {_STATION} AS s SET log_seq = s.log_seq + wanted.n "
-            "FROM locked, wanted WHERE s.id = locked.id AND s.id = wanted.id "
-            "RETURNING s.id, s.log_seq",
-            [ids, ids, [counts[i] for i in ids]],
-        )
-        last = dict(cursor.fetchall())
-    return [(station_id, counts[station_id], last[station_id]) for station_id in ids]
