@@ -5,6 +5,7 @@ import weakref
 from dataclasses import dataclass
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -80,22 +81,47 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
     ]
 
 
-def _new_row(event: EventInput, seq: int, received_at) -> Notification:
-    return Notification(
-        station=event.station,
-        box=event.box,
-        connector=event.connector,
-        seq=seq,
-        message_id=event.message_id,
-        fault_type=event.fault_type,
-        action=event.action,
-        message=event.message,
-        code=event.code,
-        occurred_at=event.occurred_at,
-        received_at=received_at,
-        extra=event.extra,
-        payload=event.payload,
+# Notification's columns in model order: new rows are built positionally, which skips
+# the related-object descriptors of keyword construction (7.5 instead of 17.7 µs a
+# row on the 2-core bench machine: a tenth of a batch's CPU). Checked at import, so a
+# model change cannot silently shift a value into the wrong column.
+_POSITIONAL_COLUMNS = (
+    "id", "station_id", "box_id", "connector_id", "seq", "message_id", "fault_type",
+    "action", "message", "code", "occurred_at", "received_at", "extra", "payload",
+)  # fmt: skip
+if tuple(f.attname for f in Notification._meta.concrete_fields) != _POSITIONAL_COLUMNS:
+    raise ImproperlyConfigured("Notification's columns changed: update _POSITIONAL_COLUMNS")
+_STATION_FIELD, _BOX_FIELD, _CONNECTOR_FIELD = (
+    Notification._meta.get_field(name) for name in ("station", "box", "connector")
+)
+
+
+def _new_row(event: EventInput, seq: int, received_at, pk: int | None = None) -> Notification:
+    box, connector = event.box, event.connector
+    row = Notification(
+        pk,
+        event.station.pk,
+        box.pk if box is not None else None,
+        connector.pk if connector is not None else None,
+        seq,
+        event.message_id,
+        event.fault_type,
+        event.action,
+        event.message,
+        event.code,
+        event.occurred_at,
+        received_at,
+        event.extra,
+        event.payload,
     )
+    # The equipment rows the event was validated against: rendering the row (its
+    # codes) must never query.
+    _STATION_FIELD.set_cached_value(row, event.station)
+    if box is not None:
+        _BOX_FIELD.set_cached_value(row, box)
+    if connector is not None:
+        _CONNECTOR_FIELD.set_cached_value(row, connector)
+    return row
 
 
 def _publish_when_committed(publish, rows: list[Notification]) -> None:
@@ -265,9 +291,7 @@ def _write_postgresql(candidates: dict[str, EventInput], publish) -> list[Notifi
     for event in events:
         if event.message_id in inserted:
             seq, pk = inserted[event.message_id]
-            row = _new_row(event, seq, received_at)
-            row.pk = pk
-            new_rows.append(row)
+            new_rows.append(_new_row(event, seq, received_at, pk))
     if new_rows:
         _publish_when_committed(publish, new_rows)
     return new_rows
