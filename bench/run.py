@@ -11,6 +11,9 @@ Scenarios:
   ingest     PostgreSQL + 2 workers, no subscribers: 16 posters flat out, single and
              batches of 100
   idle       idle streams only: server memory per stream
+  calibrate  the yardstick: a no-op ASGI app (bench/noop_app.py) under the same two
+             Daphne workers and 16 posters as `ingest`, and a pure-Python loop; what
+             any Daphne app can reach on this machine (not part of the default run)
 
 Load generator and servers share the machine (2 cores here): figures are for that.
 """
@@ -247,6 +250,44 @@ class MultiStack(Stack):
         drop_pg_database(self.db_name)
 
 
+class NoopStack(Stack):
+    """bench/noop_app.py under two Daphne workers on one port, as MultiStack serves the
+    project (each worker its own SO_REUSEPORT socket), with no database at all."""
+
+    def __init__(self, workdir: Path, stations: int, workers: int = 2):
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from run_multi import listening_socket
+
+        self.port = free_port()
+        self.listeners = [listening_socket("127.0.0.1", self.port) for _ in range(workers)]
+        daphne = Path(sys.executable).parent / "daphne"
+        self.workers = [
+            subprocess.Popen(
+                [str(daphne), "--fd", str(s.fileno()), *QUIET, "bench.noop_app:application"],
+                cwd=ROOT,
+                pass_fds=[s.fileno()],
+            )
+            for s in self.listeners
+        ]
+        self.client_port = self.ingest_port = self.port
+        self.django_pids = [w.pid for w in self.workers]
+        self.proxy_pids = []
+        self.ingest_key = self.subscribe_key = "none"
+        wait_for_port(self.port)
+        time.sleep(1)  # both workers up, not just the first
+
+    def stop(self):
+        for worker in self.workers:
+            worker.terminate()
+        for worker in self.workers:
+            worker.wait(10)
+        for listener in self.listeners:
+            listener.close()
+
+    def db_connections(self) -> str:
+        return "0 (no database)"
+
+
 class PushpinStack(Stack):
     """PostgreSQL, Pushpin holding the streams, 2 Daphne workers answering GRIP."""
 
@@ -426,6 +467,16 @@ async def ingest_scenario(stack: Stack, args) -> list[str]:
     return lines
 
 
+async def calibrate_scenario(stack: Stack, args) -> list[str]:
+    lines = [line.replace("ingest(", "noop(", 1) for line in await ingest_scenario(stack, args)]
+    started = time.process_time()
+    total = 0
+    for n in range(10_000_000):
+        total += n
+    lines.append(f"python: 10^7 additions in {time.process_time() - started:.2f}s CPU")
+    return lines
+
+
 async def idle_scenario(stack: Stack, args) -> str:
     subs = subscribers(stack, args)
     stats = Stats()
@@ -451,7 +502,10 @@ DEFAULTS = {
     "pushpin": {"subscribers": 10000, "stations": 500, "rate": 500, "duration": 60, "storm": True},
     "ingest": {"stations": 100, "duration": 20},
     "idle": {"subscribers": 2000, "stations": 100},
+    "calibrate": {"stations": 100, "duration": 20},
 }
+# What `make bench` runs when no scenario is named: the issue's scenarios.
+DEFAULT_RUN = ["embedded", "multi", "pushpin", "ingest", "idle"]
 
 
 def run(name: str, args) -> list[str]:
@@ -460,11 +514,15 @@ def run(name: str, args) -> list[str]:
         stack = EmbeddedStack(workdir, args.stations)
     elif name in ("multi", "ingest"):
         stack = MultiStack(workdir, args.stations)
+    elif name == "calibrate":
+        stack = NoopStack(workdir, args.stations)
     else:
         stack = PushpinStack(workdir, args.stations)
     try:
         if name == "ingest":
             return asyncio.run(ingest_scenario(stack, args))
+        if name == "calibrate":
+            return asyncio.run(calibrate_scenario(stack, args))
         if name == "idle":
             return [asyncio.run(idle_scenario(stack, args))]
         return [asyncio.run(streaming_scenario(name, stack, args))]
@@ -475,7 +533,11 @@ def run(name: str, args) -> list[str]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Checked below, not with `choices`: argparse (3.11) checks an empty list against it.
-    parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(DEFAULTS)} (all)")
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        help=f"any of {', '.join(DEFAULTS)} (default: {' '.join(DEFAULT_RUN)})",
+    )
     parser.add_argument("--subscribers", type=int)
     parser.add_argument("--stations", type=int)
     parser.add_argument("--rate", type=float)
@@ -491,7 +553,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"# bench on {os.cpu_count()} cores, nofile={hard}, {time.strftime('%Y-%m-%d %H:%M')}")
-    for name in options.scenarios or list(DEFAULTS):
+    for name in options.scenarios or DEFAULT_RUN:
         args = argparse.Namespace(**{**DEFAULTS[name], "storm": False, "batch": options.batch})
         args.storm = DEFAULTS[name].get("storm", False) and not options.no_storm
         for key in ("subscribers", "stations", "rate", "duration"):

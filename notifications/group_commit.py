@@ -1,11 +1,11 @@
 """Group commit: the ingests waiting in this process share one transaction.
 
-Why: on PostgreSQL a single-event ingest is five round trips (existence check, the
-station's sequence, insert, commit, and the Redis publish after it) and a WAL flush,
-so posters spent most of their time waiting on the database, one request at a time
-per connection. Here one writer thread takes every request queued while it was busy
-and stores them together: the same five round trips for the whole group. Under light
-load a group is one request and nothing waits longer than before.
+Why: every ingest pays a database round trip, a commit (a WAL flush) and a publish,
+and posters spent most of their time waiting on those, one request at a time per
+connection. Here one writer thread takes every request queued while it was busy and
+stores them together: one statement and one commit for the whole group on PostgreSQL
+(services.py), one transaction on SQLite, one publish. Under light load a group is one
+request and nothing waits longer than before.
 
 Each request still gets its own answer. If a group's transaction fails (a duplicate id
 raced in from another process, say), its requests are stored again one by one, so one

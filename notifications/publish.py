@@ -1,6 +1,6 @@
 """Publishing: the one place that hands committed notifications to the streams.
 
-Called only from transaction.on_commit (see services.notification_ingest), so a
+Called only once the rows are committed (services._publish_when_committed), so a
 rolled-back ingest never reaches a client.
 
 Local streams get their events through django-eventstream's listener manager, fed

@@ -174,12 +174,12 @@ def _known_ids(message_ids) -> set[str]:
 _NOTIFICATION = Notification._meta.db_table
 _STATION = Station._meta.db_table
 
-# PostgreSQL: the whole group in one statement, committed on its own (autocommit): one
-# round trip and one WAL flush per group. Done as separate statements inside a
-# transaction it was six round trips (BEGIN, the known-id check, the sequences, the
-# insert, COMMIT), and on a busy 2-core machine each round trip waits for the database
-# process and then for this process's GIL: 10 ms a group, and the ingest's bottleneck
-# (docs/PERFORMANCE.md). Read from the top:
+# PostgreSQL: the whole group in one prepared statement, committed on its own
+# (autocommit): one round trip per group where a transaction of separate statements
+# took six (BEGIN, the known-id check, the sequences, COPY and its end, COMMIT), each a
+# wait for the database process and then for this process's GIL on a busy machine; and
+# planned once per connection. PostgreSQL's CPU per single-event ingest went from
+# 800-890 to 360-470 µs in `make bench` (docs/PERFORMANCE.md). Read from the top:
 #   incoming   the group's events, one array per column, in arrival order (ord);
 #   fresh      those whose id is not in the log yet (a sender's retry is answered
 #              from the log instead);
