@@ -55,8 +55,9 @@ test: $(VENV)/.dev
 	elif [ "$$CI" = true ]; then echo "PostgreSQL not reachable on 127.0.0.1:5432 (CI=true)"; exit 1; \
 	else echo "skipped: unit tests on PostgreSQL (nothing answers on 127.0.0.1:5432)"; fi
 
-# The benchmark (docs/PERFORMANCE.md): every scenario at the issue's sizes, ~10 minutes.
+# The benchmark (docs/PERFORMANCE.md): every scenario at the issue's sizes, ~13 minutes.
 # Scenarios and sizes: make bench BENCH_ARGS="embedded --subscribers 500 --duration 20"
+# The machine's own yardstick (a no-op app under the same Daphne): BENCH_ARGS=calibrate
 BENCH_ARGS ?=
 bench: $(VENV)/.dev
 	bash scripts/ensure-pushpin.sh
