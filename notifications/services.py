@@ -2,11 +2,13 @@
 
 import logging
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import psycopg
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -43,12 +45,20 @@ def notification_ingest_group(
     its own)."""
     try:
         return _store(requests, publish)
-    except IntegrityError:
+    except (IntegrityError, OperationalError) as exc:
+        if isinstance(exc, OperationalError) and not _is_deadlock(exc):
+            raise
         # Two processes raced with the same id between our existence check and insert
-        # (PostgreSQL, different stations). The loser's transaction rolled back whole,
-        # sequence numbers included; on retry the winner's row is simply found.
-        logger.info("ingest raced on a duplicate id; retrying once")
+        # (PostgreSQL, different stations), or two groups holding the same new ids in
+        # opposite orders deadlocked on the unique index and PostgreSQL aborted one.
+        # The loser's transaction rolled back whole, sequence numbers included; on
+        # retry the winner's rows are simply found.
+        logger.info("ingest raced on a duplicate id (%s); retrying once", type(exc).__name__)
         return _store(requests, publish)
+
+
+def _is_deadlock(exc: OperationalError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == "40P01"
 
 
 def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
@@ -254,8 +264,17 @@ def _run_prepared(pg_connection: psycopg.Connection, params: list) -> list[tuple
     plan_cache_mode left at "auto", PostgreSQL re-plans a prepared statement for each
     new set of values whenever it guesses that pays, which for this one it always
     does: planning then cost more of the database's CPU than running it (measured:
-    800 against 420 µs a group)."""
-    if pg_connection not in _set_up:
+    800 against 420 µs a group).
+
+    Behind a pooler in transaction mode that does not carry prepared statements over
+    (PgBouncer before 1.21, or without max_prepared_statements), set CGM_PG_PREPARE=0:
+    the statement is then sent unprepared, and nothing is set on the session."""
+    if not settings.CGM_PG_PREPARE:
+        with psycopg.Cursor(pg_connection) as cursor:
+            cursor.execute(_INGEST_STATEMENT, params, prepare=False)
+            return cursor.fetchall()
+    if pg_connection not in _set_up and pg_connection.autocommit:
+        # Only outside a transaction: a SET inside one is undone by its rollback.
         pg_connection.prepare_threshold = 1_000_000  # only prepare=True prepares
         pg_connection.execute("SET plan_cache_mode = force_generic_plan")
         _set_up.add(pg_connection)
@@ -264,10 +283,9 @@ def _run_prepared(pg_connection: psycopg.Connection, params: list) -> list[tuple
         return cursor.fetchall()
 
 
-def _write_postgresql(candidates: dict[str, EventInput], publish) -> list[Notification]:
-    events = list(candidates.values())
-    received_at = timezone.now()
-    params = [
+def _statement_params(events: list[EventInput], received_at) -> list:
+    """_INGEST_STATEMENT's parameters: one array per column, then the receive time."""
+    return [
         [e.station.pk for e in events],
         [e.box.pk if e.box is not None else None for e in events],
         [e.connector.pk if e.connector is not None else None for e in events],
@@ -281,8 +299,18 @@ def _write_postgresql(candidates: dict[str, EventInput], publish) -> list[Notifi
         [Jsonb(e.payload) for e in events],
         received_at,
     ]
+
+
+def _write_postgresql(candidates: dict[str, EventInput], publish) -> list[Notification]:
+    events = list(candidates.values())
+    received_at = timezone.now()
+    params = _statement_params(events, received_at)
     connection.ensure_connection()
-    with connection.wrap_database_errors:
+    # Inside a caller's transaction (tests, or any caller's atomic block) the statement
+    # gets a savepoint, so a raced duplicate id fails the statement alone and the retry
+    # in notification_ingest_group can run; on its own it is its own transaction.
+    nested = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with nested, connection.wrap_database_errors:
         inserted = {
             message_id: (seq, pk)
             for message_id, seq, pk in _run_prepared(connection.connection, params)
@@ -291,7 +319,10 @@ def _write_postgresql(candidates: dict[str, EventInput], publish) -> list[Notifi
     for event in events:
         if event.message_id in inserted:
             seq, pk = inserted[event.message_id]
-            new_rows.append(_new_row(event, seq, received_at, pk))
+            row = _new_row(event, seq, received_at, pk)
+            row._state.adding = False  # stored, as bulk_create leaves its rows
+            row._state.db = connection.alias
+            new_rows.append(row)
     if new_rows:
         _publish_when_committed(publish, new_rows)
     return new_rows

@@ -7,10 +7,12 @@ pass of `make test` (DATABASE_URL set to PostgreSQL).
 """
 
 import threading
+import time
 
+import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from notifications.models import Notification
 from notifications.serializers import validate_events
@@ -89,31 +91,145 @@ def test_concurrent_writers_keep_every_station_contiguous():
         assert station.log_seq == writers * groups_each
 
 
-def test_the_same_id_from_two_writers_at_once_is_stored_and_published_once():
+def other_connection():
+    """A connection of its own, outside Django's, for holding locks and rows."""
+    settings = connection.settings_dict
+    return psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        password=settings["PASSWORD"] or None,
+        dbname=settings["NAME"],
+    )
+
+
+def wait_until_blocked(conn, seconds=10.0):
+    """Until some other session waits on a lock (the ingest, blocked by `conn`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        ).fetchone()
+        if row[0]:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the ingest never waited on the lock")
+
+
+def in_background(work):
+    """work() on a thread with its own connection; returns (thread, result dict)."""
+    result: dict = {}
+
+    def run():
+        try:
+            result["stored"] = work()
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the test)
+            result["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def ingest_in_thread(requests, publish):
+    return in_background(lambda: notification_ingest_group(requests, publish=publish))
+
+
+def hold_uncommitted_row(message_id: str, station_code: str = "ST003"):
+    """Another writer's row with this id, inserted and not committed yet: commit or
+    close the returned connection to let go."""
+    station = Station.objects.get(code=station_code)
+    holder = other_connection()
+    holder.execute(
+        "INSERT INTO notifications_notification (station_id, seq, message_id, fault_type, "
+        "action, message, code, received_at, extra, payload) "
+        "VALUES (%s, 1, %s, 'F', 'A', '', '', now(), '{}', '{}')",
+        [station.pk, message_id],
+    )
+    holder.execute("UPDATE stations_station SET log_seq = 1 WHERE id = %s", [station.pk])
+    return holder
+
+
+def commit_once_blocked(holder, thread):
+    try:
+        wait_until_blocked(holder)
+    finally:
+        holder.commit()
+        holder.close()
+    thread.join(30)
+
+
+def test_an_id_committed_by_another_writer_while_the_statement_ran_is_answered_not_stored():
+    """The race the unique index has to catch: the statement's snapshot does not see
+    the other writer's row yet, so its insert waits on the index, then fails; the
+    retry answers from the log. Made deterministic by holding the other transaction
+    open until the ingest is seen waiting on it."""
+    holder = hold_uncommitted_row("same-id")
     published = []
-    lock = threading.Lock()
+    thread, result = ingest_in_thread(
+        [events_for(make_event("ST001", id="same-id"))], publish=published.extend
+    )
+    commit_once_blocked(holder, thread)
 
-    def publish(rows):
-        with lock:
-            published.extend(row.message_id for row in rows)
-
-    def write(index):
-        # Two stations, so neither writer waits on the other's station lock: the
-        # unique index is what has to catch the second one.
-        event = make_event(STATIONS[index], id="same-id")
-        return notification_ingest_group([events_for(event)], publish=publish)[0][0]
-
-    stored = run_in_threads(2, write)
-
-    assert sorted(s.created for s in stored) == [False, True]
+    assert "error" not in result, result.get("error")
+    stored = result["stored"][0][0]
+    assert stored.created is False
+    assert (stored.notification.station.code, stored.notification.seq) == ("ST003", 1)
+    assert published == []
+    # The station the loser named got its number back.
+    assert Station.objects.get(code="ST001").log_seq == 0
     assert Notification.objects.filter(message_id="same-id").count() == 1
-    assert published == ["same-id"]
-    winner = next(s for s in stored if s.created).notification
-    loser = next(s for s in stored if not s.created).notification
-    # Both answers are the stored row; the station the loser named kept no number.
-    assert (loser.pk, loser.station.code, loser.seq) == (winner.pk, winner.station.code, 1)
-    other = next(code for code in STATIONS[:2] if code != winner.station.code)
-    assert Station.objects.get(code=other).log_seq == 0
+
+
+def test_stations_are_locked_in_key_order_whatever_the_arrival_order():
+    """Two writers locking the same stations in different orders would deadlock. The
+    statement locks every station of a group in primary-key order before it waits:
+    with ST002 held elsewhere, a group naming ST002 then ST001 already holds ST001
+    while it waits for ST002."""
+    station_1, station_2 = (Station.objects.get(code=c) for c in ("ST001", "ST002"))
+    holder = other_connection()
+    holder.execute("SELECT 1 FROM stations_station WHERE id = %s FOR UPDATE", [station_2.pk])
+    thread, result = ingest_in_thread(
+        [events_for(make_event("ST002"), make_event("ST001"))], publish=lambda rows: None
+    )
+    prober = other_connection()
+    try:
+        wait_until_blocked(holder)
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            prober.execute(
+                "SELECT 1 FROM stations_station WHERE id = %s FOR UPDATE NOWAIT", [station_1.pk]
+            )
+    finally:
+        prober.close()
+        holder.commit()
+        holder.close()
+        thread.join(30)
+    assert "error" not in result, result.get("error")
+    assert [s.created for s in result["stored"][0]] == [True, True]
+
+
+def test_inside_a_callers_transaction_a_raced_id_rolls_back_only_the_statement():
+    holder = hold_uncommitted_row("raced")
+    published = []
+
+    def ingest_in_a_transaction():
+        with transaction.atomic():
+            Station.objects.filter(code="ST002").update(name="kept")
+            return notification_ingest_group(
+                [events_for(make_event("ST001", id="raced"))], publish=published.extend
+            )
+
+    thread, result = in_background(ingest_in_a_transaction)
+    commit_once_blocked(holder, thread)
+
+    assert "error" not in result, result.get("error")
+    assert result["stored"][0][0].created is False
+    assert published == []
+    # The caller's own work in the same transaction was not lost with the statement.
+    assert Station.objects.get(code="ST002").name == "kept"
 
 
 def test_ids_repeated_across_a_group_and_already_stored_ones_are_answered_from_the_log():
@@ -150,3 +266,38 @@ def test_publish_runs_after_the_rows_are_visible_to_other_connections():
         [events_for(make_event("ST001"), make_event("ST002"))], publish=publish
     )
     assert seen_by_another_connection == [2]
+
+
+def test_the_statement_is_prepared_once_per_connection():
+    # Django turns psycopg's prepared statements off: without the ingest's own set-up
+    # the statement would be parsed and planned for every group (docs/PERFORMANCE.md).
+    for n in range(3):
+        notification_ingest_group(
+            [events_for(make_event("ST001", id=f"prep-{n}"))], publish=lambda rows: None
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%WITH incoming AS%"],
+        )
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"
+
+
+def test_without_prepared_statements_for_poolers_nothing_is_prepared_or_set(settings):
+    from django.utils import timezone
+
+    from notifications.services import _run_prepared, _statement_params
+
+    settings.CGM_PG_PREPARE = False
+    events = events_for(make_event("ST001", id="unprepared"), make_event("ST002"))
+    with other_connection() as fresh:
+        fresh.autocommit = True
+        rows = _run_prepared(fresh, _statement_params(events, timezone.now()))
+        assert sorted((message_id, seq) for message_id, seq, _ in rows) == [
+            (events[1].message_id, 1),
+            ("unprepared", 1),
+        ]
+        assert fresh.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+        assert fresh.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
