@@ -75,6 +75,7 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
         new_rows = _write_in_transaction(candidates, publish)
 
     stored = {row.message_id: row for row in new_rows}
+    created = {id(candidates[row.message_id]) for row in new_rows}
     known = candidates.keys() - stored.keys()
     if known:
         # A sender's retry: answer with the row as first stored (rare, so loaded here).
@@ -84,7 +85,6 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
             .filter(message_id__in=known)
             .order_by()
         )
-    created = {id(candidates[message_id]) for message_id in stored.keys() - known}
     return [
         [Stored(stored[event.message_id], id(event) in created) for event in request]
         for request in requests
@@ -135,15 +135,11 @@ def _new_row(event: EventInput, seq: int, received_at, pk: int | None = None) ->
 
 
 def _publish_when_committed(publish, rows: list[Notification]) -> None:
-    # A failing publish must not turn a committed ingest into an error: streams notice
-    # the gap at the station's next event and catch up from the log.
-    if connection.in_atomic_block:
-        transaction.on_commit(lambda: publish(rows), robust=True)
-        return
-    try:
-        publish(rows)  # already committed: the statement ran in autocommit
-    except Exception:
-        logger.exception("publish failed; streams catch up from the log")
+    # Inside a transaction Django waits for its commit; in autocommit (the PostgreSQL
+    # statement has committed on its own) it calls at once. robust: a failing publish
+    # must not turn a committed ingest into an error; streams notice the gap at the
+    # station's next event and catch up from the log.
+    transaction.on_commit(lambda: publish(rows), robust=True)
 
 
 def _write_in_transaction(candidates: dict[str, EventInput], publish) -> list[Notification]:
@@ -269,17 +265,14 @@ def _run_prepared(pg_connection: psycopg.Connection, params: list) -> list[tuple
     Behind a pooler in transaction mode that does not carry prepared statements over
     (PgBouncer before 1.21, or without max_prepared_statements), set CGM_PG_PREPARE=0:
     the statement is then sent unprepared, and nothing is set on the session."""
-    if not settings.CGM_PG_PREPARE:
-        with psycopg.Cursor(pg_connection) as cursor:
-            cursor.execute(_INGEST_STATEMENT, params, prepare=False)
-            return cursor.fetchall()
-    if pg_connection not in _set_up and pg_connection.autocommit:
+    prepare = settings.CGM_PG_PREPARE
+    if prepare and pg_connection not in _set_up and pg_connection.autocommit:
         # Only outside a transaction: a SET inside one is undone by its rollback.
         pg_connection.prepare_threshold = 1_000_000  # only prepare=True prepares
         pg_connection.execute("SET plan_cache_mode = force_generic_plan")
         _set_up.add(pg_connection)
     with psycopg.Cursor(pg_connection) as cursor:
-        cursor.execute(_INGEST_STATEMENT, params, prepare=True)
+        cursor.execute(_INGEST_STATEMENT, params, prepare=prepare)
         return cursor.fetchall()
 
 
