@@ -5,40 +5,64 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 DEMO_STATIONS ?= 5
 
-.PHONY: run run-multi test bench lint format install install-dev clean
+.PHONY: run run-multi test bench lint format install install-dev lock clean
 
-# Stamp files re-run pip only when a requirements file changes.
+# requirements.txt and requirements-dev.txt are locks: the whole dependency tree, every
+# package pinned with its hashes, installed in pip's hash-checking mode. Stamp files
+# re-run pip only when a lock changes.
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --require-hashes
 $(VENV)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP_INSTALL) -r requirements.txt
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PIP_INSTALL) -r requirements-dev.txt
 	@touch $@
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
+# Regenerate the locks from the human-edited lists, requirements.in and
+# requirements-dev.in, with uv's `uv pip compile --generate-hashes` (uv, pinned below,
+# is installed into the venv first). Versions already in a lock are kept unless the .in
+# files need others; `make lock UPGRADE=1` moves everything to the newest allowed. The
+# dev lock is constrained to the runtime lock, so both have the same runtime versions.
+# Then `make install-dev` (or run/test) installs what changed.
+UV_VERSION ?= 0.13.9
+UPGRADE ?=
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(LOCK) requirements.in -o requirements.txt
+	$(LOCK) -c requirements.txt requirements-dev.in -o requirements-dev.txt
+
+# Local mode for this checkout (DEBUG=1, a random SECRET_KEY), written once and
+# git-ignored: cgm/settings.py reads it, so manage.py commands typed by hand work too.
+.env.local:
+	$(PYTHON) scripts/make_env_local.py $@
+
 # Embedded default: SQLite file in the checkout, one Daphne process.
-run: $(VENV)/.runtime
-	DEBUG=1 $(PY) manage.py migrate --noinput
-	DEBUG=1 $(PY) manage.py demo_data --stations $(DEMO_STATIONS)
-	DEBUG=1 $(PY) manage.py bootstrap_local
+run: $(VENV)/.runtime .env.local
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_data --stations $(DEMO_STATIONS)
+	$(PY) manage.py bootstrap_local --port $(PORT)
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (dashboard /, admin /admin/, stream /api/sse/stations/ST001/)"
-	DEBUG=1 $(VENV)/bin/daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=4096 cgm.asgi:application
+	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=4096 cgm.asgi:application
 
 # One machine, several cores: WORKERS Daphne processes on one socket, PostgreSQL and
 # Redis (defaults: this machine's services). docs/SCALING.md explains the sizes.
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 MULTI_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cgm
 MULTI_REDIS_URL ?= redis://127.0.0.1:6379/0
-run-multi: $(VENV)/.runtime
+run-multi: $(VENV)/.runtime .env.local
 	DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) scripts/ensure_pg_database.py
-	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py migrate --noinput
-	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py demo_data --stations $(DEMO_STATIONS)
-	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py bootstrap_local
-	DEBUG=1 DATABASE_URL=$(MULTI_DATABASE_URL) REDIS_URL=$(MULTI_REDIS_URL) \
+	DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py migrate --noinput
+	DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py demo_data --stations $(DEMO_STATIONS)
+	DATABASE_URL=$(MULTI_DATABASE_URL) $(PY) manage.py bootstrap_local --port $(PORT)
+	DATABASE_URL=$(MULTI_DATABASE_URL) REDIS_URL=$(MULTI_REDIS_URL) \
 		$(PY) scripts/run_multi.py --port $(PORT) --workers $(WORKERS)
 
 TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/cgm_unit

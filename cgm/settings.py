@@ -1,7 +1,8 @@
 """Settings for the CGM notification service.
 
 Everything that differs between a laptop and production comes from the environment,
-read by the small helpers below, which refuse bad values instead of guessing.
+read by the small helpers below, which refuse bad values instead of guessing. In a
+checkout, `make run`'s git-ignored `.env.local` fills in local mode (load_local_env).
 """
 
 import os
@@ -11,6 +12,36 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def load_local_env(path: Path) -> None:
+    """Local mode for a checkout: `make run` writes `.env.local` (DEBUG=1 and a random
+    SECRET_KEY, git-ignored), so `manage.py ...` typed by hand in that checkout runs in
+    the same mode as the server. KEY=VALUE lines, `#` comments and blank lines.
+
+    The real environment always wins: a variable already set (even to "") is left alone.
+    An environment that turns DEBUG off itself (production, or a production-like run from
+    a checkout, as in the e2e tests) skips the file altogether, so it still has to bring
+    its own SECRET_KEY and ALLOWED_HOSTS. Production has no such file.
+    """
+    if not path.is_file():
+        return
+    debug = os.environ.get("DEBUG", "").strip().lower()
+    if debug in ("0", "false", "no", "off"):
+        return
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ImproperlyConfigured(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
+        os.environ.setdefault(name, value.strip())
+
+
+# Before anything below reads the environment.
+load_local_env(BASE_DIR / ".env.local")
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -48,7 +79,8 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 DEBUG = env_bool("DEBUG", False)
 
-# Local mode (DEBUG on: `make run`, the tests) gets a fixed key that says what it is.
+# Local mode (DEBUG on: `make run`'s .env.local, the tests) gets the key from .env.local,
+# or else a fixed one that says what it is.
 # Production (DEBUG off) must bring its own secret and host list: no silent defaults.
 SECRET_KEY = env_str("SECRET_KEY")
 if SECRET_KEY is None:

@@ -15,6 +15,14 @@ DEMO_KEY_NAME = "local demo ingest key"
 class Command(BaseCommand):
     help = "Create the local demo admin and ingest key (refused unless DEBUG is on)."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=8000,
+            help="the port `make run` serves on, for the printed curl example (default 8000)",
+        )
+
     def handle(self, *args, **options):
         if not settings.DEBUG:
             raise CommandError("bootstrap_local is for local mode (DEBUG=1) only.")
@@ -37,7 +45,7 @@ class Command(BaseCommand):
                     "LOCAL-ONLY demo credentials (shown once; for this machine only):",
                     f"  dashboard and admin login:  {DEMO_USER} / {password}",
                     f"  ingest API key:             {key}",
-                    "  try:  curl -X POST http://127.0.0.1:8000/api/event \\",
+                    f"  try:  curl -X POST http://127.0.0.1:{options['port']}/api/event \\",
                     f"          -H 'Authorization: Bearer {key}' \\",
                     "          -H 'Content-Type: application/json' \\",
                     '          -d \'{"id": "evt-1", "stationId": "ST001", '
