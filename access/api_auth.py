@@ -18,6 +18,7 @@ from access.policy import (
 )
 from access.signing import SignatureError, verify_signature
 from access.throttle import ingest_limiter
+from notifications.errors import WWW_AUTHENTICATE
 
 
 class KeyCaller:
@@ -36,40 +37,28 @@ class KeyCaller:
         return f"API key {self.api_key.name}"
 
 
-class KeyRefusedError(Exception):
-    """Credentials were presented and are not good: a 401, with this message."""
-
-
-def key_caller(raw_key: str, headers, body: bytes | None) -> ApiKey:
-    """The active key for a presented secret, its signature checked when it requires
-    one. Shared by DRF (below) and the ingest's ASGI lane (notifications/ingest_asgi.py).
-    `headers` is a case-insensitive mapping; `body` the raw request body."""
-    api_key = find_key(raw_key)
-    if api_key is None:
-        raise KeyRefusedError("Invalid or revoked API key.")
-    if api_key.require_signature:
-        try:
-            verify_signature(api_key.key_hash, headers, body or b"")
-        except SignatureError as exc:
-            raise KeyRefusedError(str(exc)) from None
-    note_key_used(api_key)
-    return api_key
-
-
 class ApiKeyAuthentication(BaseAuthentication):
+    """An API key in `Authorization: Bearer` or `X-Api-Key`; a key made with --signed
+    also needs a valid signature of the body (access/signing.py)."""
+
     def authenticate(self, request):
         raw = key_from_headers(request.headers)
         if raw is None:
             return None
-        try:
-            api_key = key_caller(raw, request.headers, request._request.body)
-        except KeyRefusedError as exc:
-            raise exceptions.AuthenticationFailed(str(exc)) from None
+        api_key = find_key(raw)
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        if api_key.require_signature:
+            try:
+                verify_signature(api_key.key_hash, request.headers, request.body)
+            except SignatureError as exc:
+                raise exceptions.AuthenticationFailed(str(exc)) from None
+        note_key_used(api_key)
         return KeyCaller(api_key), api_key
 
     def authenticate_header(self, request):
         # Makes DRF answer 401 (not 403) when credentials are missing.
-        return 'Bearer realm="cgm"'
+        return WWW_AUTHENTICATE
 
 
 API_AUTHENTICATION = [ApiKeyAuthentication, SessionAuthentication]

@@ -31,7 +31,7 @@ def bump_after_commit(sender=None, instance=None, **kwargs):
 
 
 def _close_pushpin_streams(principals) -> None:
-    from notifications.grip import close_streams_of  # notifications depends on access
+    from notifications.push.pushpin import close_streams_of  # notifications depends on access
 
     close_streams_of(principals)
 

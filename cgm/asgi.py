@@ -1,4 +1,9 @@
-"""ASGI entry point, served by Daphne: `daphne cgm.asgi:application`."""
+"""ASGI entry point, served by Daphne: `daphne cgm.asgi:application`.
+
+Three doors, by path only: every request for /api/event takes the ingest door, every
+request under /api/sse/ the stream door (cgm/doors.py says why those two are served
+outside Django's ASGI handler), and everything else Django's own handler.
+"""
 
 import gc
 import os
@@ -10,67 +15,17 @@ from django.core.handlers.asgi import ASGIHandler
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cgm.settings")
 django.setup(set_prefix=False)
 
-from cgm import twisted_content_type  # noqa: E402
-from notifications import ingest_asgi, stream_asgi  # noqa: E402 (needs the apps loaded)
-
-twisted_content_type.install()  # a tenth of the CPU of a small POST (see the module)
-
-# Streams and ingest: served outside Django's per-request thread context, with a
-# shorter middleware stack (see the classes below).
-API_PREFIXES = ("/api/sse/", "/api/event")
-
-# Middleware that does nothing for streams and the ingest (no HTML forms, no flash
-# messages, no frames), yet costs thread round trips per request under ASGI: every
-# MiddlewareMixin hook runs through sync_to_async. Security, CORS, CommonMiddleware
-# (Content-Length on API answers, which simple device clients rely on), sessions and
-# authentication stay.
-NOT_FOR_API = {
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-}
-
-
-class APIASGIHandler(ASGIHandler):
-    """Django's handler for /api/sse/ and /api/event, minus the per-request thread.
-
-    Django runs each request inside its own asgiref ThreadSensitiveContext, and the
-    first sync call within it (a signal receiver, a middleware hook, a sync view)
-    creates a worker thread that lives until the response ends.
-
-    - For a stream that is "forever": one thread per open dashboard. Outside such a
-      context those few sync calls share one thread, and the stream's log reads use
-      their own small pool (cgm/db_pool.py).
-    - For the ingest it is a new thread, a new database connection and a new cache
-      client per request. Outside the context the ingest runs on its own fixed pool of
-      threads (notifications/api.py).
-    """
-
-    def load_middleware(self, is_async=False):
-        # Built once at start-up, before any request: swapping the setting for the
-        # duration of this call affects nothing else.
-        full = settings.MIDDLEWARE
-        settings.MIDDLEWARE = [m for m in full if m not in NOT_FOR_API]
-        try:
-            super().load_middleware(is_async=is_async)
-        finally:
-            settings.MIDDLEWARE = full
-
-    async def __call__(self, scope, receive, send):
-        await self.handle(scope, receive, send)
-
+from notifications.ingest import door as ingest_door  # noqa: E402 (needs the apps loaded)
+from notifications.streams import door as stream_door  # noqa: E402
 
 _django = ASGIHandler()
-_api = APIASGIHandler()
 
 
 async def application(scope, receive, send):
-    if scope["type"] == "http" and ingest_asgi.takes_lane(scope):
-        await ingest_asgi.ingest_app(scope, receive, send)  # API-key posts of events
-    elif scope["type"] == "http" and stream_asgi.takes_lane(scope):
-        await stream_asgi.stream_app(scope, receive, send)  # live streams
-    elif scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
-        await _api(scope, receive, send)
+    if ingest_door.serves(scope):
+        await ingest_door.ingest_app(scope, receive, send)
+    elif stream_door.serves(scope):
+        await stream_door.stream_app(scope, receive, send)
     else:
         await _django(scope, receive, send)
 

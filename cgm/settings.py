@@ -240,7 +240,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "notifications.api_errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "notifications.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -282,17 +282,15 @@ CGM_GRIP_REFRESH_SECONDS = env_int("CGM_GRIP_REFRESH_SECONDS", 600)
 if GRIP_URLS:
     from gripcontrol import parse_grip_uri
 
-    # django_grip checks each request's Grip-Sig against every node's key.
+    # django_grip checks each request's Grip-Sig against every node's key (its
+    # middleware runs in the stream door: notifications/streams/door.py).
     GRIP_PROXIES = [parse_grip_uri(url) for url in GRIP_URLS]
-    # Marks requests that Pushpin signed (request.grip.proxied); others stream directly.
-    MIDDLEWARE.insert(1, "django_grip.GripMiddleware")
 
 # --- Event stream -------------------------------------------------------------------------
-# django-eventstream's listener manager is the in-process fan-out (notifications/
-# publish.py feeds it); its storage is our notification log, so a send_event from
-# elsewhere (a management shell, say) gets the row's real id.
-EVENTSTREAM_STORAGE_CLASS = "notifications.eventlog.NotificationLogStorage"
-EVENTSTREAM_CHANNELMANAGER_CLASS = "notifications.channels.StationChannelManager"
+# Who may read a station's channel: the project's policy, also for django-eventstream's
+# own helpers (notifications/streams/channels.py). Delivery and the log are the
+# project's own (docs/EVENT_FLOW.md).
+EVENTSTREAM_CHANNELMANAGER_CLASS = "notifications.streams.channels.StationChannelManager"
 
 # Body limit for POST /api/event (bytes) and events per batch.
 CGM_INGEST_MAX_BODY_BYTES = env_int("CGM_INGEST_MAX_BODY_BYTES", 1024 * 1024)
@@ -304,7 +302,8 @@ CGM_SSE_MAX_STATIONS = env_int("CGM_SSE_MAX_STATIONS", 500)
 CGM_SSE_REPLAY_PAGE = env_int("CGM_SSE_REPLAY_PAGE", 500)
 # Threads (and so DB connections) shared by all open streams for their log reads.
 CGM_SSE_DB_THREADS = env_int("CGM_SSE_DB_THREADS", 4)
-# Events queued per stream and station before the stream catches up from the log.
+# Events queued per stream and station before the stream catches up from the log
+# (notifications/push/local.py).
 CGM_SSE_MAX_PENDING = env_int("CGM_SSE_MAX_PENDING", 200)
 
 LOGGING = {

@@ -3,14 +3,17 @@ from django.contrib import admin
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 
-from notifications import api, stream, views
+from notifications import dashboard as views
+from notifications.history import api
+from notifications.ingest.api import event_ingest
+from notifications.streams import view as stream
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("api/event", api.event_ingest, name="event-ingest"),
-    path("api/event/", api.event_ingest),
+    path("api/event", event_ingest, name="event-ingest"),
+    path("api/event/", event_ingest),
     path("api/notifications", api.NotificationHistoryView.as_view(), name="notification-history"),
     path("api/stream-token", api.StreamTokenView.as_view(), name="stream-token"),
     path("api/sse/", stream.station_stream, name="stream-stations"),

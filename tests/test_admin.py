@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.html import escape
 
-from notifications import paginator as notification_paginator
+from notifications.admin import paginator as notification_paginator
 from notifications.models import Notification
 from stations.models import Box, Connector, Station
 

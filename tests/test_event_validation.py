@@ -6,7 +6,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-from notifications.serializers import Equipment, EventSerializer, validate_events
+from notifications.ingest.validation import Equipment, EventSerializer, validate_events
 from tests.conftest import make_event
 
 pytestmark = pytest.mark.django_db

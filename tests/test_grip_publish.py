@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from access.policy import Principal
-from notifications import grip
+from notifications.push import pushpin as grip
 from tests.server import free_port
 
 

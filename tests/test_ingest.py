@@ -6,9 +6,9 @@ import pytest
 from django.db import transaction
 from rest_framework.test import APIClient
 
+from notifications.ingest.services import notification_ingest
+from notifications.ingest.validation import validate_events
 from notifications.models import Notification
-from notifications.serializers import validate_events
-from notifications.services import notification_ingest
 from stations.models import Station
 from tests.conftest import make_event
 
@@ -25,14 +25,14 @@ def stations(django_db_setup, django_db_blocker):
 @pytest.fixture
 def published(monkeypatch):
     """Every (channel, event type, data) handed to this process's streams."""
+    from notifications.push.local import local_channels
+
     calls = []
 
-    def record(outgoing):
-        calls.extend(
-            (channel, event_type, json.loads(data)) for channel, event_type, data, _ in outgoing
-        )
+    def record(events):
+        calls.extend((event.channel, event.type, json.loads(event.data)) for event in events)
 
-    monkeypatch.setattr("notifications.publish.queue_for_local_streams", record)
+    monkeypatch.setattr(local_channels, "deliver", record)
     return calls
 
 
@@ -265,7 +265,9 @@ def test_a_failing_publish_does_not_undo_or_fail_the_ingest(monkeypatch, post):
     def broken(*args, **kwargs):
         raise ConnectionError("fan-out unavailable")
 
-    monkeypatch.setattr("notifications.publish.queue_for_local_streams", broken)
+    from notifications.push.local import local_channels
+
+    monkeypatch.setattr(local_channels, "deliver", broken)
     response = post(make_event())
     assert response.status_code == 201
     assert Notification.objects.count() == 1

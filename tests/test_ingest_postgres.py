@@ -14,9 +14,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, connections, transaction
 
+from notifications.ingest.services import notification_ingest_group
+from notifications.ingest.validation import validate_events
 from notifications.models import Notification
-from notifications.serializers import validate_events
-from notifications.services import notification_ingest_group
 from stations.models import Station
 from tests.conftest import make_event
 
@@ -288,7 +288,7 @@ def test_the_statement_is_prepared_once_per_connection():
 def test_without_prepared_statements_for_poolers_nothing_is_prepared_or_set(settings):
     from django.utils import timezone
 
-    from notifications.services import _run_prepared, _statement_params
+    from notifications.ingest.services import _run_prepared, _statement_params
 
     settings.CGM_PG_PREPARE = False
     events = events_for(make_event("ST001", id="unprepared"), make_event("ST002"))

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from notifications.retention import notification_prune
+from notifications.history.retention import notification_prune
 from stations.models import Station
 
 

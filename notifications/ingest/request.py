@@ -1,33 +1,21 @@
-"""What POST /api/event does with a parsed body, whichever door it came in by.
-
-Two doors lead here: the DRF view (notifications/api.py; Django's full stack, used by
-browsers, sessions and the WSGI test client) and the ASGI lane for API-key posts
-(notifications/ingest_asgi.py). Both authenticate first, then hand over the body.
-"""
+"""What POST /api/event does with a parsed body (one event or a batch), once the view
+(api.py) has authenticated the key: station scope, validation, storage, the answer."""
 
 from django.conf import settings
 from rest_framework import status
 
 from access.models import ApiKey
 from access.policy import key_stations
-from notifications.api_errors import ApiError
-from notifications.representation import notification_data
-from notifications.serializers import validate_events
-from notifications.services import notification_ingest
-
-
-def too_large(message: str) -> ApiError:
-    return ApiError(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "too_large", message)
-
-
-def body_too_large() -> ApiError:
-    return too_large(f"The body is larger than {settings.CGM_INGEST_MAX_BODY_BYTES} bytes.")
+from notifications.errors import ApiError, too_large
+from notifications.ingest.services import notification_ingest
+from notifications.ingest.validation import validate_events
+from notifications.wire import notification_data
 
 
 def ingest_posted(api_key: ApiKey, body, store=notification_ingest) -> tuple[int, dict | list]:
     """Validate, store and render one posted event or batch: (status, response data).
-    Raises ApiError (403, 400, 413) with nothing stored. `store` is
-    services.notification_ingest or the group committer's (group_commit.py)."""
+    Raises ApiError (403, 400, 413) with nothing stored. `store` is the group
+    committer's (group_commit.py); tests may pass services.notification_ingest."""
     batch = isinstance(body, list)
     raw_events = body if batch else [body]
     if batch and not raw_events:

@@ -1,10 +1,9 @@
-"""The threads the ingest's database work runs on.
+"""The threads the ingest view runs on (door.py).
 
 A fixed pool that lives as long as the process, instead of Django's new thread per
 request: no thread start and stop per post. Each request's database connection goes
 back after it (to the PostgreSQL pool; SQLite keeps its own). Writes are not theirs to
-serialise: the ASGI lane hands them to one writer per process (group_commit.py), and
-Django's door queues on the SQLite writer lock.
+serialise: they hand them to the one writer of the process (group_commit.py).
 """
 
 import asyncio

@@ -1,7 +1,7 @@
 """The notification history in the Django admin: browse, filter, search, read.
 
 Built to stay fast on a log of 100,000+ rows: every list query is either an index seek
-or bounded by the page (see admin_filters.py and paginator.py for the why); the
+or bounded by the page (see filters.py and paginator.py for the why); the
 tests in tests/test_admin.py hold the number of queries per page fixed.
 """
 
@@ -10,13 +10,13 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
-from notifications.admin_filters import (
+from notifications.admin.filters import (
     BoxListFilter,
     DateDrillDownQuerySet,
     IndexedValuesListFilter,
 )
+from notifications.admin.paginator import EstimatedCountPaginator
 from notifications.models import Notification
-from notifications.paginator import EstimatedCountPaginator
 
 
 @admin.register(Notification)

@@ -1,6 +1,7 @@
 """Validation of posted events (the seed's camelCase JSON) into ingest-ready values."""
 
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -98,11 +99,18 @@ class EventSerializer(serializers.Serializer):
         return resolve_event(attrs, self.initial_data, self.context["equipment"])
 
 
-# The serializer's fields, bound once. DRF deep-copies every declared field each time a
-# serializer is instantiated; per event, that copy was the largest single cost of the
-# ingest. The fields themselves keep no state between validations, so one set serves
-# every request and thread.
-_EVENT_FIELDS = EventSerializer().fields
+# The serializer's fields, bound once per thread. DRF deep-copies every declared field
+# each time a serializer is instantiated; per event, that copy was the largest single
+# cost of the ingest. Field objects are not documented as thread-safe, so each ingest
+# thread keeps its own set (a fixed pool: a handful of copies per process).
+_thread_fields = threading.local()
+
+
+def _event_fields():
+    fields = getattr(_thread_fields, "fields", None)
+    if fields is None:
+        fields = _thread_fields.fields = EventSerializer().fields
+    return fields
 
 
 def resolve_event(attrs: dict, payload: dict, equipment: Equipment) -> EventInput:
@@ -156,7 +164,7 @@ def resolve_event(attrs: dict, payload: dict, equipment: Equipment) -> EventInpu
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _STRING_FIELDS = {
     name: checker.max_length
-    for name, checker in _EVENT_FIELDS.items()
+    for name, checker in EventSerializer().fields.items()
     if isinstance(checker, serializers.CharField)
 }
 
@@ -180,7 +188,7 @@ def _check_event(raw: dict, equipment: Equipment) -> tuple[EventInput | None, di
     """What EventSerializer(data=raw).is_valid() does, with the shared fields:
     (event, {}) or (None, {field: [messages]})."""
     attrs, errors = {}, {}
-    for name, checker in _EVENT_FIELDS.items():
+    for name, checker in _event_fields().items():
         value = raw.get(name, empty)
         if name in _STRING_FIELDS and _plain_string(value, _STRING_FIELDS[name]):
             attrs[name] = value  # the common case, decided without running the field

@@ -1,10 +1,16 @@
-"""What a stored notification looks like on the wire: the API body and the SSE data line.
+"""The one wire format: what a stored notification looks like on the wire (the API
+body and the SSE data line), the SSE frame, and the stream cursor.
 
-One function builds it for the ingest response, the live publish and the log replay,
-so a client sees the same bytes whichever way an event reaches it.
+One function builds a notification's data for the ingest response, the live publish and
+the log replay, so a client sees the same bytes whichever way an event reaches it.
+
+Cursors read "ST001:42,ST002:7", one log position per station: the same format
+django-eventstream uses for its compound event ids, so a cursor read from a stream works
+as Last-Event-ID in every deployment size (Pushpin included).
 """
 
 import json
+from urllib.parse import quote, unquote
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -62,3 +68,38 @@ def sse_frame(event: str, data: str, event_id: str | None = None) -> str:
     """One Server-Sent Events frame; `data` is already a single line."""
     id_line = f"id: {event_id}\n" if event_id is not None else ""
     return f"event: {event}\n{id_line}data: {data}\n\n"
+
+
+class CursorError(ValueError):
+    pass
+
+
+def format_cursor(positions: dict[str, int]) -> str:
+    return ",".join(f"{quote(code)}:{seq}" for code, seq in positions.items())
+
+
+def parse_cursor(text: str) -> dict[str, int]:
+    positions: dict[str, int] = {}
+    for part in text.split(","):
+        code, sep, seq = part.strip().rpartition(":")
+        if not sep or not code:
+            raise CursorError(f"not a cursor part: {part!r}")
+        try:
+            value = int(seq)
+        except ValueError:
+            raise CursorError(f"not a sequence number: {seq!r}") from None
+        if value < 0:
+            raise CursorError(f"negative sequence number: {value}")
+        positions[unquote(code)] = value
+    return positions
+
+
+def cursor_from_request(request) -> str | None:
+    """Last-Event-ID header, else the last non-empty ?lastEventId= (EventSource polyfills)."""
+    header = request.headers.get("Last-Event-ID", "").strip()
+    if header:
+        return header
+    for value in reversed(request.GET.getlist("lastEventId")):
+        if value.strip():
+            return value.strip()
+    return None

@@ -12,10 +12,10 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from cgm.write_lock import write_lock
+from notifications.ingest.validation import EventInput
+from notifications.ingest.write_lock import write_lock
 from notifications.models import Notification
-from notifications.publish import publish_notifications
-from notifications.serializers import EventInput
+from notifications.push.publish import publish_notifications
 from stations.models import Station
 
 logger = logging.getLogger(__name__)
@@ -101,9 +101,6 @@ _POSITIONAL_COLUMNS = (
 )  # fmt: skip
 if tuple(f.attname for f in Notification._meta.concrete_fields) != _POSITIONAL_COLUMNS:
     raise ImproperlyConfigured("Notification's columns changed: update _POSITIONAL_COLUMNS")
-_STATION_FIELD, _BOX_FIELD, _CONNECTOR_FIELD = (
-    Notification._meta.get_field(name) for name in ("station", "box", "connector")
-)
 
 
 def _new_row(event: EventInput, seq: int, received_at, pk: int | None = None) -> Notification:
@@ -126,11 +123,11 @@ def _new_row(event: EventInput, seq: int, received_at, pk: int | None = None) ->
     )
     # The equipment rows the event was validated against: rendering the row (its
     # codes) must never query.
-    _STATION_FIELD.set_cached_value(row, event.station)
+    row.station = event.station
     if box is not None:
-        _BOX_FIELD.set_cached_value(row, box)
+        row.box = box
     if connector is not None:
-        _CONNECTOR_FIELD.set_cached_value(row, connector)
+        row.connector = connector
     return row
 
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from notifications.publish import publish_notifications
-from notifications.serializers import EventInput
-from notifications.services import Stored, notification_ingest, notification_ingest_group
+from notifications.ingest.services import Stored, notification_ingest, notification_ingest_group
+from notifications.ingest.validation import EventInput
+from notifications.push.publish import publish_notifications
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class GroupCommitter:
     def store(self, *, events: list[EventInput]) -> list[Stored]:
         """notification_ingest(events=events), committed with whatever else is waiting.
         Blocks the calling thread (an ingest thread) until its group has committed."""
+        if connection.in_atomic_block:
+            return notification_ingest(events=events)
         self._ensure_writer()
         # Give this thread's database connection back first: the writer may need one
         # from the pool, and ingest threads holding theirs while they wait for it

@@ -1,58 +1,21 @@
-"""HTTP API: POST /api/event (ingest) and GET /api/notifications (history).
+"""GET /api/notifications (history with its cursor) and POST /api/stream-token."""
 
-Thin on purpose: parse and validate, call the service, render the stored rows.
-"""
-
-from functools import partial
-
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.core.handlers.asgi import ASGIRequest
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.api_auth import (
     API_AUTHENTICATION,
-    IngestKeyThrottle,
-    IsIngestKey,
     IsSubscriber,
     request_principal,
     request_stations,
 )
 from access.models import ApiKey
 from access.tokens import issue_stream_token
-from notifications.api_errors import ApiError
-from notifications.cursor import format_cursor
-from notifications.eventlog import log_positions
-from notifications.ingest_request import body_too_large, ingest_posted
-from notifications.ingest_threads import on_ingest_thread
+from notifications.errors import ApiError
+from notifications.log import log_positions
 from notifications.models import Notification
-from notifications.representation import notification_data
-
-
-class EventIngestView(APIView):
-    """POST /api/event through Django's full stack. API-key posts from devices and
-    services usually take the ASGI lane instead (notifications/ingest_asgi.py); both
-    end in ingest_posted."""
-
-    authentication_classes = API_AUTHENTICATION
-    permission_classes = [IsIngestKey]
-    throttle_classes = [IngestKeyThrottle]
-
-    def post(self, request):
-        try:
-            declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            declared = 0
-        if declared > settings.CGM_INGEST_MAX_BODY_BYTES:
-            raise body_too_large()
-        try:
-            body = request.data
-        except RequestDataTooBig:
-            raise body_too_large() from None
-        code, data = ingest_posted(request.auth, body)
-        return Response(data, status=code)
+from notifications.wire import format_cursor, notification_data
 
 
 class NotificationHistoryView(APIView):
@@ -110,19 +73,3 @@ class StreamTokenView(APIView):
     def post(self, request):
         token = issue_stream_token(request_principal(request))
         return Response({"token": token, "expiresIn": settings.CGM_STREAM_TOKEN_SECONDS})
-
-
-_ingest_view = EventIngestView.as_view()
-
-
-async def event_ingest(request, *args, **kwargs):
-    if isinstance(request, ASGIRequest):
-        # cgm/asgi.py serves /api/event outside Django's per-request thread context:
-        # the view runs on the ingest's own threads.
-        return await on_ingest_thread(partial(_ingest_view, request, *args, **kwargs))
-    # Under WSGI (the test client, a WSGI deployment) Django's own sync handling
-    # applies: the view runs in the request's thread.
-    return await sync_to_async(_ingest_view)(request, *args, **kwargs)
-
-
-event_ingest.csrf_exempt = True  # DRF decides (API keys; no session authentication)

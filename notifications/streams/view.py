@@ -3,10 +3,10 @@
 Why not django-eventstream's own `events` view: it reads storage in the request's
 thread-sensitive executor, so each open stream pins an OS thread and a DB connection
 (DESIGN.md trap 1), caps streams at 10 channels, and sends no cursor before the first
-event. This view keeps django-eventstream's fan-out (its listener manager receives
-every published event), and reads the log in a small shared thread pool, so threads and
-DB connections stay bounded however many streams are open. The stream lane
-(stream_asgi.py) runs this view and then carries the stream without Django's handler.
+event. This view listens on the process's local channels (notifications/push/local.py)
+and reads the log in a small shared thread pool, so threads and DB connections stay
+bounded however many streams are open. Who may read a station is the channel manager's
+answer (channels.py). The stream door (door.py) runs this view and carries the stream.
 
 A stream's life: register a listener, read the stations' log positions, send the
 cursor, replay from the client's cursor if it sent one, then forward live events.
@@ -20,31 +20,38 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from django.views.decorators.http import require_GET
-from django_eventstream.views import get_listener_manager
+from django.http import HttpResponse, StreamingHttpResponse
 
-from access.policy import Principal, readable_stations
+from access.policy import Principal
 from access.revocation import watcher
 from access.stream_auth import StreamAuthError, stream_principal
 from cgm.db_pool import run_db
-from notifications.cursor import CursorError, cursor_from_request, format_cursor, parse_cursor
-from notifications.eventlog import LogPosition, log_entries_after, log_positions
-from notifications.fanout import subscriber
-from notifications.grip import grip_last_cursor, grip_response, next_link_principal
-from notifications.keepalive import keepalive
-from notifications.listeners import StreamListener
-from notifications.representation import EVENT_TYPE, sse_frame
+from notifications.errors import ApiError, error_response
+from notifications.log import LogPosition, log_entries_after, log_positions
+from notifications.push.local import Listener, local_channels
+from notifications.push.redis_fanout import subscriber
+from notifications.streams.channels import forbidden_stations
+from notifications.streams.keepalive import keepalive
+from notifications.streams.pushpin import grip_last_cursor, grip_response, next_link_principal
+from notifications.wire import (
+    EVENT_TYPE,
+    CursorError,
+    cursor_from_request,
+    format_cursor,
+    parse_cursor,
+    sse_frame,
+)
 from stations.models import code_validator
 
 logger = logging.getLogger(__name__)
 
 
-def _error(status: int, error: str, message: str, fields: dict | None = None) -> JsonResponse:
-    body = {"error": error, "message": message}
-    if fields:
-        body["fields"] = fields
-    return JsonResponse(body, status=status)
+def _error(status: int, error: str, message: str, fields: dict | None = None):
+    return error_response(ApiError(status, error, message, fields))
+
+
+def not_found(request):
+    return _error(404, "not_found", f"No stream at {request.path}.")
 
 
 def _requested_codes(request, station: str | None) -> list[str]:
@@ -54,16 +61,17 @@ def _requested_codes(request, station: str | None) -> list[str]:
     return list(dict.fromkeys(split))
 
 
-@require_GET
 async def station_stream(request, station: str | None = None):
+    if request.method not in ("GET", "HEAD"):
+        response = _error(405, "method_not_allowed", f"Method {request.method} not allowed.")
+        response["Allow"] = "GET, HEAD"
+        return response
     try:
         return await _open_stream(request, station)
     except DatabaseError:
         # A clear answer rather than a 500: EventSource clients retry by themselves.
         logger.exception("database error opening a stream")
-        response = _error(503, "unavailable", "The database did not answer; retry shortly.")
-        response["Retry-After"] = "1"
-        return response
+        return _error(503, "unavailable", "The database did not answer; retry shortly.")
 
 
 async def _open_stream(request, station: str | None):
@@ -106,12 +114,9 @@ async def _open_stream(request, station: str | None):
     except StreamAuthError as exc:
         if exc.status == 403:
             return _error(403, "forbidden", str(exc))
-        response = _error(401, "unauthenticated", str(exc))
-        response["WWW-Authenticate"] = 'Bearer realm="cgm"'
-        return response
-    readable = await run_db(readable_stations, principal)
+        return _error(401, "unauthenticated", str(exc))
     # Checked before existence: a caller learns nothing about stations it may not read.
-    forbidden = readable.forbidden(codes)
+    forbidden = await run_db(forbidden_stations, principal, codes)
     if forbidden and next_link:
         # Access was taken away while Pushpin held the stream: end it with a reason.
         return HttpResponse(_forbidden_frame(forbidden), content_type="text/event-stream")
@@ -205,6 +210,7 @@ class NotificationStream:
         "listener",
         "closed",
         "ping",
+        "lost",
     )
 
     def __init__(self, codes: list[str], client_cursor: dict[str, int], principal: Principal):
@@ -213,30 +219,30 @@ class NotificationStream:
         self.client_cursor = client_cursor
         self.last: dict[str, int] = {}
         self.station_ids: dict[str, int] = {}
-        self.listener = StreamListener(set(codes))
+        self.listener = Listener(set(codes))
         self.closed = False
         self.ping = False
+        self.lost: list[str] = []
 
     def close(self) -> None:
-        """The client went away (stream_asgi.py): end at the next wake-up."""
+        """The client went away (door.py): end at the next wake-up."""
         self.closed = True
-        self.listener.aevent.set()
+        self.listener.wakeup.set()
 
     def keepalive_due(self) -> None:
         self.ping = True
-        self.listener.aevent.set()
+        self.listener.wakeup.set()
 
     def kick(self, lost: list[str]) -> None:
         """Access to `lost` was taken away (access/revocation.py)."""
-        self.listener.error = lost
-        self.listener.aevent.set()
+        self.lost = lost
+        self.listener.wakeup.set()
 
     async def events(self):
         listener = self.listener
-        manager = get_listener_manager()
         # Listen before reading positions: an event committed in between is then
         # either in the positions read (and skipped when it arrives) or after them.
-        manager.add_listener(listener)
+        local_channels.add(listener)
         subscriber.ensure_started()
 
         watch = watcher.watch(self.principal, self.codes, self.kick)
@@ -256,20 +262,14 @@ class NotificationStream:
                     if chunk:
                         yield chunk
 
-                with manager.lock:
-                    queued = listener.channel_items
-                    overflow = listener.overflow
-                    listener.channel_items = {}
-                    listener.overflow = False
-                    listener.aevent.clear()
-
+                queued, overflow = listener.take()
                 chunk, behind = self._accept_live(queued)
                 if chunk:
                     yield chunk
-                if listener.error:
+                if self.lost:
                     # Access was taken away: say why, then end the stream. The
                     # client's automatic reconnect is then refused with a 403.
-                    yield _forbidden_frame(listener.error)
+                    yield _forbidden_frame(self.lost)
                     return
                 if overflow:
                     behind = set(self.codes)
@@ -280,11 +280,11 @@ class NotificationStream:
                     self.ping = False
                     yield ": keep-alive\n\n"
                     continue
-                await listener.aevent.wait()
+                await listener.wakeup.wait()
         finally:
             keepalive.discard(self)
             watcher.unwatch(watch)
-            manager.remove_listener(listener)
+            local_channels.remove(listener)
 
     def _opening(self, positions: dict[str, LogPosition]) -> str:
         self.station_ids = {code: positions[code].station_id for code in self.codes}
@@ -326,7 +326,7 @@ class NotificationStream:
 def _single_station_frame(item) -> str:
     """The frame every one-station stream sends for this event: built once per event,
     not once per stream (its id, "ST001:42", is the same for all of them)."""
-    frame = getattr(item, "single_station_frame", None)
+    frame = item.single_station_frame
     if frame is None:
         frame = sse_frame(item.type, item.data, format_cursor({item.channel: item.id}))
         item.single_station_frame = frame

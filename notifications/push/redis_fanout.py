@@ -24,8 +24,8 @@ import threading
 import uuid
 
 from django.conf import settings
-from django_eventstream.event import Event
-from django_eventstream.views import get_listener_manager
+
+from notifications.push.local import LiveEvent, local_channels
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +89,8 @@ def _resync_when_back() -> None:
 
 
 def catch_up_all_local_streams() -> None:
-    """Make every open stream of this process re-read the log (overflow = re-check)."""
-    manager = get_listener_manager()
-    with manager.lock:
-        listeners = {
-            listener for group in manager.listeners_by_channel.values() for listener in group
-        }
-        for listener in listeners:
-            listener.overflow = True
-    for listener in listeners:
-        listener.wake_threadsafe()
+    """Make every open stream of this process re-read the log."""
+    local_channels.catch_up_all()
 
 
 class Subscriber:
@@ -156,12 +148,7 @@ class Subscriber:
         if message.get("resync"):
             catch_up_all_local_streams()
             return
-        get_listener_manager().add_many(
-            [
-                (channel, Event(channel, event_type, data, id=event_id))
-                for channel, event_type, data, event_id in message["e"]
-            ]
-        )
+        local_channels.deliver([LiveEvent(*event) for event in message["e"]])
 
 
 subscriber = Subscriber()

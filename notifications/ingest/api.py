@@ -1,0 +1,53 @@
+"""POST /api/event: the DRF view. Thin on purpose: limits, then `ingest_posted`.
+
+Under Daphne it runs behind the ingest door (door.py) on the ingest's threads; under
+WSGI (Django's test client, a WSGI deployment) Django's handler runs it. Either way
+authentication (API keys, sessions), permission, throttling, parsing and every error
+answer are DRF's, in the one error shape (notifications/errors.py).
+"""
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access.api_auth import API_AUTHENTICATION, IngestKeyThrottle, IsIngestKey
+from notifications.errors import too_large
+from notifications.ingest.group_commit import committer
+from notifications.ingest.request import ingest_posted
+
+
+def body_too_large():
+    return too_large(f"The body is larger than {settings.CGM_INGEST_MAX_BODY_BYTES} bytes.")
+
+
+class EventIngestView(APIView):
+    authentication_classes = API_AUTHENTICATION
+    permission_classes = [IsIngestKey]
+    throttle_classes = [IngestKeyThrottle]
+
+    def initial(self, request, *args, **kwargs):
+        # The size limit first: before authentication reads the body (a signed key's
+        # signature covers it) and before anything else is done for it.
+        if _declared_too_large(request) or getattr(request._request, "body_too_large", False):
+            raise body_too_large()
+        super().initial(request, *args, **kwargs)
+
+    def post(self, request):
+        try:
+            body = request.data
+        except RequestDataTooBig:  # WSGI: the body turned out longer than declared
+            raise body_too_large() from None
+        code, data = ingest_posted(request.auth, body, committer.store)
+        return Response(data, status=code)
+
+
+def _declared_too_large(request) -> bool:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > settings.CGM_INGEST_MAX_BODY_BYTES
+    except ValueError:
+        return False
+
+
+# CSRF: DRF decides (its SessionAuthentication enforces it for session callers).
+event_ingest = EventIngestView.as_view()

@@ -1,0 +1,85 @@
+"""GET /api/sse/...: the one door every stream request takes under Daphne.
+
+cgm/asgi.py sends every request under /api/sse/ here (dashboards with their session,
+fetch clients with a key, EventSource with ?token=, cross-origin pages, Pushpin's signed
+requests). The door runs the stream view (view.py) through Django's security, CORS,
+session and authentication middleware (and django_grip's when Pushpin is configured),
+outside Django's per-request thread context: cgm/doors.py says why. An error, or
+Pushpin's hold instruction, is sent as the view made it; an open stream is carried here,
+frame by frame, and the request is let go while it is open. One small task per stream
+waits for the client to leave.
+"""
+
+import asyncio
+
+from django.conf import settings
+from django.urls import Resolver404, resolve
+
+from cgm.doors import django_request, middleware_chain, response_start, send_response
+from notifications.streams import view
+
+STREAM_PREFIX = "/api/sse/"
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+if settings.GRIP_URLS:
+    # Checks Pushpin's signature (request.grip) and turns the view's hold instruction
+    # into GRIP headers.
+    MIDDLEWARE.insert(1, "django_grip.GripMiddleware")
+
+
+def serves(scope) -> bool:
+    return scope["type"] == "http" and scope["path"].startswith(STREAM_PREFIX)
+
+
+async def _view(request):
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        match = None
+    if match is None or match.func is not view.station_stream:
+        return view.not_found(request)
+    return await view.station_stream(request, *match.args, **match.kwargs)
+
+
+_handler = middleware_chain(_view, MIDDLEWARE)
+
+
+async def stream_app(scope, receive, send):
+    request = django_request(scope)
+    response = await _handler(request)
+    # Break the request's reference cycles (request.user's closure refers back to the
+    # request) so it is freed now rather than at a full garbage collection.
+    request.__dict__.clear()
+    del request
+    notification_stream = getattr(response, "notification_stream", None)
+    if notification_stream is None:
+        await send_response(send, response)
+        return
+    head = response_start(response)
+    frames = response.stream_frames  # the stream's own generator of text frames
+    del response  # nothing of it is needed while the stream is open
+
+    # Carried here rather than in a helper: one coroutine frame less per open stream.
+    gone = asyncio.ensure_future(_until_disconnect(receive, notification_stream))
+    try:
+        await send(head)
+        del head
+        async for frame in frames:
+            await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
+    finally:
+        gone.cancel()
+        await frames.aclose()  # unregisters the stream's listener now, not at GC
+    if not notification_stream.closed:
+        # The stream ended itself (access taken away): end the response too.
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _until_disconnect(receive, notification_stream) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    notification_stream.close()
