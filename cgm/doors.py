@@ -16,18 +16,17 @@ What a door does not do, unlike Django's handler: send `request_started` /
 themselves) or resolve URLs (each door serves one view).
 """
 
-from collections.abc import Awaitable, Callable
 from io import BytesIO
 
 from django.core.handlers.asgi import ASGIRequest
 from django.utils.module_loading import import_string
 
-AsyncView = Callable[[ASGIRequest], Awaitable]
 
-
-def middleware_chain(view: AsyncView, middleware: list[str]) -> AsyncView:
+def middleware_chain(view, middleware: list[str]):
     """`view` wrapped in `middleware` (dotted paths, outermost first), as Django's
-    BaseHandler.load_middleware builds its chain from settings.MIDDLEWARE."""
+    BaseHandler.load_middleware builds its chain from settings.MIDDLEWARE. A sync view
+    gives a sync chain (every hook runs on the caller's thread: no hops); an async view
+    an async one (sync hooks hop to asgiref's shared thread)."""
     handler = view
     for path in reversed(middleware):
         handler = import_string(path)(handler)

@@ -8,6 +8,7 @@ answer are DRF's, in the one error shape (notifications/errors.py).
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,7 +22,17 @@ def body_too_large():
     return too_large(f"The body is larger than {settings.CGM_INGEST_MAX_BODY_BYTES} bytes.")
 
 
+class JSONOnly(DefaultContentNegotiation):
+    """The answer is JSON whatever the Accept header says (DRF's documented
+    "IgnoreClientContentNegotiation"): devices send odd Accept headers, and every
+    answer here is JSON anyway."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class EventIngestView(APIView):
+    content_negotiation_class = JSONOnly
     authentication_classes = API_AUTHENTICATION
     permission_classes = [IsIngestKey]
     throttle_classes = [IngestKeyThrottle]

@@ -4,8 +4,9 @@ cgm/asgi.py sends every request for /api/event here, whoever sends it and howeve
 authenticates (Authorization or X-Api-Key, signed or not, cross-origin with CORS, a
 session). The door reads the body up to CGM_INGEST_MAX_BODY_BYTES, then runs the
 DRF view (notifications/ingest/api.py) through Django's security, CORS, session and
-authentication middleware on the ingest's threads (threads.py), outside Django's
-per-request thread context (cgm/doors.py says why). Every answer is the view's.
+authentication middleware, all of it on one of the ingest's threads (threads.py),
+outside Django's per-request thread context (cgm/doors.py says why). Every answer is
+the view's.
 """
 
 from django.conf import settings
@@ -36,11 +37,9 @@ def _rendered(request):
     return event_ingest(request).render()
 
 
-async def _view(request):
-    return await on_ingest_thread(_rendered, request)
-
-
-_handler = middleware_chain(_view, MIDDLEWARE)
+# A sync chain: the middleware and the view run together on one ingest thread, one
+# hop from the event loop per request.
+_handler = middleware_chain(_rendered, MIDDLEWARE)
 
 
 class _ClientGoneError(Exception):
@@ -55,7 +54,7 @@ async def ingest_app(scope, receive, send):
     request = django_request(scope, body)
     # The view answers 413 before it does anything else (api.py, EventIngestView.initial).
     request.body_too_large = too_large
-    response = await _handler(request)
+    response = await on_ingest_thread(_handler, request)
     await send_response(send, response)
 
 
