@@ -50,7 +50,7 @@ run: $(VENV)/.runtime .env.local
 	$(PY) manage.py demo_data --stations $(DEMO_STATIONS)
 	$(PY) manage.py bootstrap_local --port $(PORT)
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (dashboard /, admin /admin/, stream /api/sse/stations/ST001/)"
-	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=4096 cgm.asgi:application
+	$(PY) -m cgm.server -e tcp:port=$(PORT):interface=127.0.0.1:backlog=4096 cgm.asgi:application
 
 # One machine, several cores: WORKERS Daphne processes on one socket, PostgreSQL and
 # Redis (defaults: this machine's services). docs/SCALING.md explains the sizes.

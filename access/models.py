@@ -129,3 +129,31 @@ class AccessRevision(models.Model):
     @classmethod
     def current(cls) -> int:
         return cls.objects.filter(pk=1).values_list("value", flat=True).first() or 0
+
+
+class StreamGrant(models.Model):
+    """What a `?token=` stream URL stands for (access/tokens.py): its issuer, and the
+    login session it was issued from, if any.
+
+    The URL keeps opening (EventSource reconnects with it for hours) as long as the
+    grant is live: not ended, younger than CGM_STREAM_TOKEN_SECONDS, its issuer still
+    allowed the stations, and its session (when it came from one) not logged out.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE)
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.CASCADE)
+    # The issuing login session; its logout ends the grant (access/signals.py).
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    issued_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) ^ Q(api_key__isnull=False),
+                name="stream_grant_one_issuer",
+            )
+        ]
+
+    def __str__(self):
+        return f"stream grant {self.pk} ({self.user_id or 'key ' + str(self.api_key_id)})"

@@ -33,10 +33,15 @@ EVERYTHING = StationSet(True)
 
 @dataclass(frozen=True)
 class Principal:
-    """A stream or API caller: a user (session) or an API key. Hashable for caching."""
+    """A stream or API caller: a user (session) or an API key. Hashable for caching.
+
+    A stream opened with a login session names it (`session_key`, kept server-side); one
+    opened with a `?token=` names its grant. Either ends with that session's logout."""
 
     kind: str  # "user" or "key"
     id: int
+    session_key: str = ""
+    grant: int | None = None
 
 
 def user_stations(user) -> StationSet:
@@ -61,6 +66,12 @@ def key_stations(api_key: ApiKey | None, scope: str) -> StationSet:
 
 def readable_stations(principal: Principal) -> StationSet:
     """Fresh from the database: used on connect and again when access may have changed."""
+    from access.tokens import grant_is_live, session_exists  # tokens builds on this module
+
+    if principal.grant is not None and not grant_is_live(principal):
+        return NOTHING
+    if principal.session_key and not session_exists(principal.session_key):
+        return NOTHING  # logged out (or the session expired)
     if principal.kind == "user":
         user = get_user_model().objects.filter(pk=principal.id).first()
         return user_stations(user)

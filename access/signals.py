@@ -13,11 +13,13 @@ clients reconnect with Last-Event-ID, and Django checks their access again.
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.dispatch import receiver
+from django.utils import timezone
 
-from access.models import AccessRevision, ApiKey, StationAccess
+from access.models import AccessRevision, ApiKey, StationAccess, StreamGrant
 from access.policy import Principal, forget_cached_keys
 
 
@@ -86,3 +88,16 @@ def user_saved(sender, instance, update_fields=None, **kwargs):
     if update_fields is not None and set(update_fields) <= {"last_login"}:
         return
     bump_after_commit(sender, instance)
+
+
+@receiver(user_logged_out, dispatch_uid="access-logout")
+def logged_out(sender, request, user, **kwargs):
+    """A logout ends that session's streams and its stream tokens, in every process:
+    the grants are ended now, and the revision bump makes every process re-check its
+    streams (a stream bound to a session that no longer exists loses every station)."""
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if session_key:
+        StreamGrant.objects.filter(session_key=session_key, ended_at__isnull=True).update(
+            ended_at=timezone.now()
+        )
+    bump_after_commit(User, user)

@@ -5,8 +5,6 @@ a short-lived signed ?token= for EventSource clients that cannot send headers, a
 the session cookie of a logged-in user (the dashboard).
 """
 
-from django.conf import settings
-
 from access.models import ApiKey
 from access.policy import Principal, find_key, key_from_headers, note_key_used
 from access.tokens import read_stream_token
@@ -38,12 +36,13 @@ async def stream_principal(request) -> Principal:
 
     token = request.GET.get("token")
     if token:
-        principal = read_stream_token(token, settings.CGM_STREAM_TOKEN_SECONDS)
+        principal = await run_db(read_stream_token, token)
         if principal is None:
-            raise StreamAuthError(401, "Invalid or expired stream token.")
+            raise StreamAuthError(401, "Invalid, expired or ended stream token.")
         return principal
 
     user = await request.auser()
     if user.is_authenticated:
-        return Principal("user", user.pk)
+        # Bound to this login session: its logout ends the stream (access/revocation.py).
+        return Principal("user", user.pk, session_key=request.session.session_key or "")
     raise StreamAuthError(401, "Log in, or send a subscribe API key or a stream token.")

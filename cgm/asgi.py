@@ -15,12 +15,14 @@ from django.core.handlers.asgi import ASGIHandler
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cgm.settings")
 django.setup(set_prefix=False)
 
-from notifications.ingest import door as ingest_door  # noqa: E402 (needs the apps loaded)
+from cgm.doors import guarded  # noqa: E402 (needs the apps loaded)
+from notifications.ingest import door as ingest_door  # noqa: E402
 from notifications.streams import door as stream_door  # noqa: E402
 
 _django = ASGIHandler()
 
 
+@guarded
 async def application(scope, receive, send):
     if ingest_door.serves(scope):
         await ingest_door.ingest_app(scope, receive, send)

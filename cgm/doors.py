@@ -16,10 +16,16 @@ What a door does not do, unlike Django's handler: send `request_started` /
 themselves) or resolve URLs (each door serves one view).
 """
 
+import logging
 from io import BytesIO
 
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.utils.module_loading import import_string
+
+from notifications.errors import ApiError, error_response
+
+logger = logging.getLogger(__name__)
 
 
 def middleware_chain(view, middleware: list[str]):
@@ -34,7 +40,23 @@ def middleware_chain(view, middleware: list[str]):
 
 
 def django_request(scope, body: bytes = b"") -> ASGIRequest:
-    return ASGIRequest(scope, BytesIO(body))
+    request = ASGIRequest(scope, BytesIO(body))
+    if "CONTENT_LENGTH" not in request.META and body:
+        # A chunked body, read whole by the door: say how long it is, as Django's and
+        # DRF's parsers look at CONTENT_LENGTH to decide whether there is a body at all.
+        request.META["CONTENT_LENGTH"] = str(len(body))
+    return request
+
+
+def host_refusal(request):
+    """400 in the one JSON error shape when the Host is not in ALLOWED_HOSTS (what
+    Django's CommonMiddleware checks through the same `get_host`), else None."""
+    try:
+        request.get_host()
+    except DisallowedHost as exc:
+        logger.warning("refused Host: %s", exc)
+        return error_response(ApiError(400, "bad_host", "This Host is not served here."))
+    return None
 
 
 def response_start(response, extra_headers=()) -> dict:
@@ -60,3 +82,44 @@ async def send_response(send, response) -> None:
     await send(response_start(response, length))
     await send({"type": "http.response.body", "body": content})
     response.close()
+
+
+def guarded(app):
+    """`app`, with any exception it raises turned into an answer, never passed to Daphne.
+
+    Daphne answers an escaped exception with an HTML 500, and if the response had
+    already started (an open stream), its attempt to do so raises inside its
+    application checker, the loop that answers failed requests and cleans up finished
+    ones, which then stops for good: every later failure in that process goes
+    unanswered and the broken stream stays open, silent, forever. Here the exception is
+    logged once; a response not started yet gets a 500 in the one JSON error shape; a
+    started one is ended, so its client reconnects with its cursor and loses nothing.
+    """
+
+    async def guarded_app(scope, receive, send):
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if scope["type"] != "http":
+                return
+            try:
+                if started:
+                    await send({"type": "http.response.body", "body": b""})
+                else:
+                    await send_response(send, error_response(_INTERNAL))
+            except Exception:
+                logger.debug("could not end the failed response", exc_info=True)
+
+    return guarded_app
+
+
+_INTERNAL = ApiError(500, "internal", "The server failed on this request; it was logged.")

@@ -239,7 +239,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # --- REST API ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["notifications.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "notifications.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -255,8 +255,9 @@ CGM_INGEST_GROUP_MAX_EVENTS = env_int("CGM_INGEST_GROUP_MAX_EVENTS", 2000)
 CGM_PG_PREPARE = env_bool("CGM_PG_PREPARE", True)
 # Per-key ingest rate (access/throttle.py, per request; a batch counts once): "N/s" or "N/m".
 CGM_INGEST_RATE = env_str("CGM_INGEST_RATE", "200/s")
-# Lifetime of ?token= stream tokens, checked when the stream opens.
-CGM_STREAM_TOKEN_SECONDS = env_int("CGM_STREAM_TOKEN_SECONDS", 60)
+# How long a ?token= stream URL keeps opening (EventSource reconnects with it), while
+# its issuer keeps access and its login session is not logged out (access/tokens.py).
+CGM_STREAM_TOKEN_SECONDS = env_int("CGM_STREAM_TOKEN_SECONDS", 24 * 3600)
 # How often each process checks whether access was taken away from open streams.
 CGM_ACCESS_RECHECK_SECONDS = env_int("CGM_ACCESS_RECHECK_SECONDS", 2)
 
@@ -295,6 +296,10 @@ EVENTSTREAM_CHANNELMANAGER_CLASS = "notifications.streams.channels.StationChanne
 # Body limit for POST /api/event (bytes) and events per batch.
 CGM_INGEST_MAX_BODY_BYTES = env_int("CGM_INGEST_MAX_BODY_BYTES", 1024 * 1024)
 CGM_INGEST_MAX_BATCH = env_int("CGM_INGEST_MAX_BATCH", 1000)
+# Extra fields (beyond the modelled ones) of one event: nesting levels, and their size
+# as JSON (notifications/ingest/storable.py).
+CGM_INGEST_MAX_DEPTH = env_int("CGM_INGEST_MAX_DEPTH", 16)
+CGM_INGEST_MAX_EXTRA_BYTES = env_int("CGM_INGEST_MAX_EXTRA_BYTES", 16 * 1024)
 # Stream tuning: heartbeats well under the 60 s idle timeout of common proxies.
 CGM_SSE_HEARTBEAT_SECONDS = env_int("CGM_SSE_HEARTBEAT_SECONDS", 15)
 CGM_SSE_RETRY_MS = env_int("CGM_SSE_RETRY_MS", 3000)
@@ -302,6 +307,10 @@ CGM_SSE_MAX_STATIONS = env_int("CGM_SSE_MAX_STATIONS", 500)
 CGM_SSE_REPLAY_PAGE = env_int("CGM_SSE_REPLAY_PAGE", 500)
 # Threads (and so DB connections) shared by all open streams for their log reads.
 CGM_SSE_DB_THREADS = env_int("CGM_SSE_DB_THREADS", 4)
+# Reply bytes a connection may have waiting once its client stops reading (past
+# Twisted's own 64 KiB send buffer), before it is disconnected (cgm/server.py): the
+# client resumes from its cursor when it reads again.
+CGM_SSE_MAX_BACKLOG_BYTES = env_int("CGM_SSE_MAX_BACKLOG_BYTES", 1024 * 1024)
 # Events queued per stream and station before the stream catches up from the log
 # (notifications/push/local.py).
 CGM_SSE_MAX_PENDING = env_int("CGM_SSE_MAX_PENDING", 200)

@@ -4,9 +4,11 @@ from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 
 from notifications import dashboard as views
+from notifications import errors
 from notifications.history import api
 from notifications.ingest.api import event_ingest
 from notifications.streams import view as stream
+from notifications.streams.token import StreamTokenView
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -15,10 +17,17 @@ urlpatterns = [
     path("api/event", event_ingest, name="event-ingest"),
     path("api/event/", event_ingest),
     path("api/notifications", api.NotificationHistoryView.as_view(), name="notification-history"),
-    path("api/stream-token", api.StreamTokenView.as_view(), name="stream-token"),
+    path("api/stream-token", StreamTokenView.as_view(), name="stream-token"),
     path("api/sse/", stream.station_stream, name="stream-stations"),
     path("api/sse/stations/<str:station>/", stream.station_stream, name="stream-station"),
+    # Anything else under /api/ is a JSON 404 (in local mode too, where Django would
+    # show its HTML debug page).
+    re_path(r"^api/", errors.api_not_found),
 ]
+
+handler400 = errors.bad_request
+handler404 = errors.api_not_found
+handler500 = errors.server_error
 
 if settings.CGM_SERVE_STATIC:
     # The embedded default has no web server in front: Daphne serves the admin's and

@@ -11,6 +11,7 @@ import logging
 
 from django.db import DatabaseError
 from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -114,3 +115,26 @@ def api_exception_handler(exc, context):
         _CODES.get(response.status_code, "error"), str(detail or "Invalid request."), fields
     )
     return response
+
+
+# Django's error views (cgm/urls.py): under /api/ every error is in the one shape too.
+def _under_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def api_not_found(request, exception=None):
+    if not _under_api(request):
+        return defaults.page_not_found(request, exception)
+    return error_response(ApiError(404, "not_found", f"No API endpoint at {request.path}."))
+
+
+def bad_request(request, exception=None):
+    if not _under_api(request):
+        return defaults.bad_request(request, exception)
+    return error_response(ApiError(400, "invalid", "Bad request."))
+
+
+def server_error(request):
+    if not _under_api(request):
+        return defaults.server_error(request)
+    return error_response(ApiError(500, "internal", "The server failed on this request."))

@@ -50,7 +50,8 @@ def main() -> int:
     def spawn(index: int) -> subprocess.Popen:
         fd = listeners[index].fileno()
         return subprocess.Popen(
-            [str(BIN / "daphne"), "--fd", str(fd), *args.daphne_args, "cgm.asgi:application"],
+            [sys.executable, "-m", "cgm.server", "--fd", str(fd), *args.daphne_args]
+            + ["cgm.asgi:application"],
             pass_fds=[fd],
         )
 

@@ -131,7 +131,9 @@ class DaphneServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child)
         self.process = subprocess.Popen(
             [
-                str(BIN / "daphne"),
+                sys.executable,
+                "-m",
+                "cgm.server",  # Daphne with the project's limits (cgm/server.py)
                 # Twisted listens with a backlog of 50 by default: a burst of connections
                 # (a reconnect storm, or Pushpin opening streams) would be refused.
                 "-e",

@@ -9,6 +9,7 @@ Set DASHBOARD_SCREENSHOTS=<dir> to save a screenshot of each test's final page.
 
 import os
 import shutil
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_event
-from tests.server import DaphneServer
+from tests.server import ROOT, DaphneServer
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +48,23 @@ def _browser_problem() -> str | None:
     return None
 
 
-def test_the_browser_is_installed_where_it_must_be():
-    """Outside CI a missing Chromium skips these tests; in CI it is a failure."""
+def test_the_browser_check_agrees_with_the_machine_and_with_ensure_chromium():
+    """What decides whether the tests below run (skip outside CI, fail in CI) must say
+    what scripts/ensure-chromium.sh says: a broken detection fails here, never skips."""
     problem = _browser_problem()
-    if problem and os.environ.get("CI") == "true":
-        pytest.fail(f"the dashboard browser tests must run in CI, but {problem}")
-    if problem:
-        pytest.skip(problem)
+    assert problem is None or (isinstance(problem, str) and problem.strip()), repr(problem)
+    if os.environ.get("CI") == "true":
+        assert problem is None, f"the dashboard browser tests must run in CI, but {problem}"
+    executable = os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)
+    if executable:
+        assert problem is None, problem
+        # Installed: the script only reports it (no install, no root needed).
+        script = subprocess.run(
+            ["bash", "scripts/ensure-chromium.sh"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert script.returncode == 0, script.stderr
+    if problem is None:
+        assert executable, f"no problem reported, but {CHROMIUM} is not an executable file"
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,14 @@
-"""GET /api/notifications (history with its cursor) and POST /api/stream-token."""
+"""GET /api/notifications: the newest notifications with the cursor they are valid at."""
 
-from django.conf import settings
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.api_auth import (
     API_AUTHENTICATION,
     IsSubscriber,
-    request_principal,
     request_stations,
 )
 from access.models import ApiKey
-from access.tokens import issue_stream_token
 from notifications.errors import ApiError
 from notifications.log import log_positions
 from notifications.models import Notification
@@ -61,15 +58,3 @@ class NotificationHistoryView(APIView):
         ]
         cursor = format_cursor({code: positions[code].last_seq for code in codes})
         return Response({"cursor": cursor, "results": items})
-
-
-class StreamTokenView(APIView):
-    """POST: a short-lived token for `EventSource(url + "&token=...")`, which cannot
-    send an Authorization header. Session callers need the CSRF token (a write)."""
-
-    authentication_classes = API_AUTHENTICATION
-    permission_classes = [IsSubscriber]
-
-    def post(self, request):
-        token = issue_stream_token(request_principal(request))
-        return Response({"token": token, "expiresIn": settings.CGM_STREAM_TOKEN_SECONDS})

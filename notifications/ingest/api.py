@@ -8,11 +8,13 @@ answer are DRF's, in the one error shape (notifications/errors.py).
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.api_auth import API_AUTHENTICATION, IngestKeyThrottle, IsIngestKey
+from access.policy import key_from_headers
 from notifications.errors import too_large
 from notifications.ingest.group_commit import committer
 from notifications.ingest.request import ingest_posted
@@ -38,19 +40,29 @@ class EventIngestView(APIView):
     throttle_classes = [IngestKeyThrottle]
 
     def initial(self, request, *args, **kwargs):
-        # The size limit first: before authentication reads the body (a signed key's
-        # signature covers it) and before anything else is done for it.
+        # Limits before work: a body over the limit is refused before authentication
+        # reads it (a signed key's signature covers the body), except that a caller with
+        # no credentials at all hears 401 first.
         if _declared_too_large(request) or getattr(request._request, "body_too_large", False):
+            if not _presents_credentials(request):
+                super().initial(request, *args, **kwargs)  # raises NotAuthenticated (401)
             raise body_too_large()
         super().initial(request, *args, **kwargs)
 
     def post(self, request):
+        if not request.content_type:
+            # DRF would read a body without a Content-Type as empty ("id required").
+            raise exceptions.UnsupportedMediaType("", 'No Content-Type: send "application/json".')
         try:
             body = request.data
         except RequestDataTooBig:  # WSGI: the body turned out longer than declared
             raise body_too_large() from None
         code, data = ingest_posted(request.auth, body, committer.store)
         return Response(data, status=code)
+
+
+def _presents_credentials(request) -> bool:
+    return key_from_headers(request.headers) is not None or bool(request._request.COOKIES)
 
 
 def _declared_too_large(request) -> bool:

@@ -11,7 +11,7 @@ the view's.
 
 from django.conf import settings
 
-from cgm.doors import django_request, middleware_chain, send_response
+from cgm.doors import django_request, host_refusal, middleware_chain, send_response
 from notifications.ingest.api import event_ingest
 from notifications.ingest.threads import on_ingest_thread
 
@@ -52,6 +52,10 @@ async def ingest_app(scope, receive, send):
     except _ClientGoneError:
         return  # the sender left before its body arrived: nothing to store or answer
     request = django_request(scope, body)
+    refusal = host_refusal(request)
+    if refusal is not None:
+        await send_response(send, refusal)
+        return
     # The view answers 413 before it does anything else (api.py, EventIngestView.initial).
     request.body_too_large = too_large
     response = await on_ingest_thread(_handler, request)

@@ -8,6 +8,7 @@ from datetime import datetime
 from rest_framework import serializers
 from rest_framework.fields import SkipField, empty
 
+from notifications.ingest.storable import extra_problems
 from stations import lookup
 from stations.models import Box, Connector, Station
 
@@ -199,6 +200,7 @@ def _check_event(raw: dict, equipment: Equipment) -> tuple[EventInput | None, di
             pass
         except serializers.ValidationError as exc:
             errors[name] = exc.detail
+    errors.update(extra_problems({k: v for k, v in raw.items() if k not in KNOWN_KEYS}))
     if errors:
         return None, errors
     try:

@@ -15,7 +15,8 @@ import asyncio
 from django.conf import settings
 from django.urls import Resolver404, resolve
 
-from cgm.doors import django_request, middleware_chain, response_start, send_response
+from cgm.doors import django_request, host_refusal, middleware_chain, response_start, send_response
+from cgm.failpoints import failpoint
 from notifications.streams import view
 
 STREAM_PREFIX = "/api/sse/"
@@ -51,6 +52,10 @@ _handler = middleware_chain(_view, MIDDLEWARE)
 
 async def stream_app(scope, receive, send):
     request = django_request(scope)
+    refusal = host_refusal(request)
+    if refusal is not None:
+        await send_response(send, refusal)
+        return
     response = await _handler(request)
     # Break the request's reference cycles (request.user's closure refers back to the
     # request) so it is freed now rather than at a full garbage collection.
@@ -70,7 +75,12 @@ async def stream_app(scope, receive, send):
         await send(head)
         del head
         async for frame in frames:
-            await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
+            failpoint("stream.encode")
+            # backslashreplace: a lone surrogate (only possible inside a JSON string, in a
+            # row stored before ingest refused them) goes out as its JSON escape, valid
+            # JSON, instead of failing this stream at that row on every reconnect.
+            body = frame.encode("utf-8", "backslashreplace")
+            await send({"type": "http.response.body", "body": body, "more_body": True})
     finally:
         gone.cancel()
         await frames.aclose()  # unregisters the stream's listener now, not at GC

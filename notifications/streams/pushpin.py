@@ -34,7 +34,7 @@ def next_link_principal(request) -> Principal | None:
         data = signing.loads(request.GET.get("es-meta", ""), salt=NEXT_LINK_SALT)
     except signing.BadSignature:
         return None
-    return Principal(data["k"], data["i"])
+    return Principal(data["k"], data["i"], data.get("s", ""), data.get("g"))
 
 
 def grip_last_cursor(request) -> dict[str, int]:
@@ -79,7 +79,15 @@ def grip_response(
     for name in ("link", "lastEventId", "recover", "es-meta", "token"):
         params.pop(name, None)
     params["link"] = "next"
-    params["es-meta"] = signing.dumps({"k": principal.kind, "i": principal.id}, salt=NEXT_LINK_SALT)
+    # Pushpin calls the next link itself (the URL never reaches the client): it names the
+    # caller, with its session or grant, whose access is checked again on each call.
+    meta = {
+        "k": principal.kind,
+        "i": principal.id,
+        "s": principal.session_key,
+        "g": principal.grant,
+    }
+    params["es-meta"] = signing.dumps(meta, salt=NEXT_LINK_SALT)
     if more:
         params["lastEventId"] = format_cursor(last)
     else:

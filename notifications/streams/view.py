@@ -26,6 +26,7 @@ from access.policy import Principal
 from access.revocation import watcher
 from access.stream_auth import StreamAuthError, stream_principal
 from cgm.db_pool import run_db
+from cgm.failpoints import failpoint
 from notifications.errors import ApiError, error_response
 from notifications.log import LogPosition, log_entries_after, log_positions
 from notifications.push.local import Listener, local_channels
@@ -67,11 +68,16 @@ async def station_stream(request, station: str | None = None):
         response["Allow"] = "GET, HEAD"
         return response
     try:
+        failpoint("stream.open")
         return await _open_stream(request, station)
-    except DatabaseError:
-        # A clear answer rather than a 500: EventSource clients retry by themselves.
-        logger.exception("database error opening a stream")
-        return _error(503, "unavailable", "The database did not answer; retry shortly.")
+    except Exception as exc:
+        # A clear, documented answer rather than a 500 (the database did not answer, or
+        # anything else failed while opening): nothing was sent yet, so the client
+        # simply opens again with the same cursor.
+        logger.exception("opening a stream failed")
+        if isinstance(exc, DatabaseError):
+            return _error(503, "unavailable", "The database did not answer; retry shortly.")
+        return _error(503, "unavailable", "The stream could not open; retry shortly.")
 
 
 async def _open_stream(request, station: str | None):
@@ -292,6 +298,7 @@ class NotificationStream:
         return opening_frames(self.codes, self.last, reset)
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
+        failpoint("stream.catch_up")
         page = settings.CGM_SSE_REPLAY_PAGE
         after = {self.station_ids[code]: (code, self.last[code]) for code in behind}
         entries = await run_db(log_entries_after, after, page)
@@ -304,6 +311,8 @@ class NotificationStream:
         return "".join(out), (behind if len(entries) >= page else set())
 
     def _accept_live(self, queued: dict) -> tuple[str, set[str]]:
+        if queued:
+            failpoint("stream.live")
         out = []
         gaps: set[str] = set()
         single = len(self.codes) == 1

@@ -1,0 +1,184 @@
+"""The server: Daphne, with limits enforced before Twisted buffers a body or a reply.
+
+    .venv/bin/python -m cgm.server [daphne's options] cgm.asgi:application
+
+Every launcher of this project (make run, scripts/run_multi.py, the tests, the bench)
+starts this instead of the `daphne` command. It is Daphne's own command line
+(`CommandLineInterface`, whose `server_class` is its documented place for a different
+server) with a server whose HTTP factory builds the two classes below:
+
+- `BoundedRequest` (Daphne's `WebRequest`): Twisted reads a whole request body before
+  Daphne calls the application, into a temporary file past 100 kB. Here a body is kept
+  in memory and never past the limit (CGM_INGEST_MAX_BODY_BYTES): a body that streams
+  past it is cut off there and handed on at once, one byte over, so the application
+  answers 413 as for any over-size body; the rest is never read and the connection
+  closes after the answer.
+- `BoundedChannel` (Twisted's `HTTPChannel`):
+  - a request that declares a body over the limit, or that carries no credentials at
+    all (no `Authorization`, `X-Api-Key` or cookie: nothing here accepts a body
+    without one), has its body dropped unread: the request goes on to the application
+    as if it had none, which answers (401, 413: the ingest's one answer, headers and
+    CORS included), and the connection closes after the answer;
+  - a client that stops reading its stream has its connection aborted once
+    CGM_SSE_MAX_BACKLOG_BYTES of reply wait behind Twisted's own send buffer: memory per
+    stream stays bounded, and the client resumes from its cursor when it reconnects.
+
+What this leans on beyond documented interfaces, all checked at import (a Daphne or
+Twisted upgrade that moves them fails at start-up, not at run time), with both packages
+pinned in requirements.txt: Daphne's `Server.run` assigns `self.http_factory` before it
+listens (the property below hands it ours), and `HTTPChannel.allHeadersReceived` is
+where the channel asks the request for its body (`gotLength(self.length)`), right before
+it reads the body when `self.length` is not 0.
+"""
+
+import inspect
+import logging
+from io import BytesIO
+
+from daphne.cli import CommandLineInterface
+from daphne.http_protocol import HTTPFactory, WebRequest
+from daphne.server import Server
+from django.conf import settings
+from twisted.web.http import HTTPChannel
+
+logger = logging.getLogger(__name__)
+
+CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"cookie")
+
+
+def _check_assumptions() -> None:
+    run = inspect.getsource(Server.run)
+    headers = inspect.getsource(HTTPChannel.allHeadersReceived)
+    if "self.http_factory = HTTPFactory(self)" not in run:
+        raise ImportError("daphne.server.Server.run no longer builds self.http_factory")
+    if "req.gotLength(self.length)" not in headers:
+        raise ImportError("twisted HTTPChannel.allHeadersReceived changed its body hand-off")
+
+
+_check_assumptions()
+
+
+def max_body_bytes() -> int:
+    return max(settings.CGM_INGEST_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
+class BoundedRequest(WebRequest):
+    cut_off = False
+    received = 0
+
+    def gotLength(self, length):
+        # In memory, never a temporary file: no body here grows past max_body_bytes().
+        self.content = BytesIO()
+
+    def handleContentChunk(self, data):
+        if self.cut_off:
+            return  # past the limit: the rest is not kept
+        limit = max_body_bytes()
+        keep = limit + 1 - self.received  # one byte over tells the application
+        self.received += len(data)
+        super().handleContentChunk(data[:keep])
+        if self.received > limit:
+            self.cut_off = True
+            logger.warning("body past %d bytes from %s: cut off", limit, self.getClientAddress())
+            # The application answers now (the ingest door: 413), as for any request.
+            self.channel.end_body_early()
+
+
+class BoundedChannel(HTTPChannel):
+    backlog = 0  # reply bytes written while the client's send buffer is full
+    send_buffer_full = False
+
+    def allHeadersReceived(self):
+        request = self.requests[-1]
+        drop_body = self.length != 0 and self._refuses_body(request)
+        if drop_body:
+            self.length = 0
+        super().allHeadersReceived()
+        if drop_body:
+            self.persistent = False  # the unread body must not be taken for a request
+
+    body_ended_early = False
+
+    def end_body_early(self) -> None:
+        """The request goes to the application with the body received so far; the
+        rest is never read, and the connection closes after the answer."""
+        self.body_ended_early = True
+        super().allContentReceived()
+        self.persistent = False
+
+    def allContentReceived(self):
+        if self.body_ended_early:
+            return  # the decoder reached the end of a body already handed on
+        super().allContentReceived()
+
+    def _refuses_body(self, request) -> bool:
+        headers = request.requestHeaders
+        if not any(headers.hasHeader(name) for name in CREDENTIAL_HEADERS):
+            return True
+        return self.length is not None and self.length > max_body_bytes()
+
+    # The transport calls these when its send buffer fills up and when it drains.
+    def pauseProducing(self):
+        self.send_buffer_full = True
+        super().pauseProducing()
+
+    def resumeProducing(self):
+        self.send_buffer_full = False
+        self.backlog = 0
+        super().resumeProducing()
+
+    def write(self, data):
+        if self.send_buffer_full:
+            self.backlog += len(data)
+            if self.backlog > settings.CGM_SSE_MAX_BACKLOG_BYTES:
+                self._drop_slow_client()
+                return
+        super().write(data)
+
+    def writeSequence(self, iovec):
+        for data in iovec:
+            self.write(data)
+
+    def _drop_slow_client(self) -> None:
+        if self.transport is None or getattr(self, "dropped", False):
+            return
+        self.dropped = True
+        logger.warning(
+            "client %s stopped reading: disconnected after %d bytes of backlog",
+            self.transport.getPeer(),
+            self.backlog,
+        )
+        self.transport.abortConnection()
+
+
+class BoundedHTTPFactory(HTTPFactory):
+    protocol = BoundedChannel
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        channel.requestFactory = BoundedRequest
+        return channel
+
+
+class BoundedServer(Server):
+    @property
+    def http_factory(self):
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory):
+        # Server.run builds Daphne's HTTPFactory and listens with what it assigned.
+        self._http_factory = BoundedHTTPFactory(self) if type(factory) is HTTPFactory else factory
+        logger.info(
+            "limits on: bodies <= %d bytes, backlog <= %d bytes per connection",
+            max_body_bytes(),
+            settings.CGM_SSE_MAX_BACKLOG_BYTES,
+        )
+
+
+class CommandLine(CommandLineInterface):
+    server_class = BoundedServer
+
+
+if __name__ == "__main__":
+    CommandLine.entrypoint()
