@@ -23,7 +23,7 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.utils.module_loading import import_string
 
-from notifications.errors import ApiError, error_response
+from notifications.errors import BAD_HOST, ApiError, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def host_refusal(request):
         request.get_host()
     except DisallowedHost as exc:
         logger.warning("refused Host: %s", exc)
-        return error_response(ApiError(400, "bad_host", "This Host is not served here."))
+        return error_response(BAD_HOST)
     return None
 
 

@@ -9,9 +9,11 @@ ASGI doors through `error_response`. Nothing else builds an error body.
 
 import logging
 
+from django.core.exceptions import DisallowedHost
 from django.db import DatabaseError
 from django.http import JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -122,6 +124,7 @@ def _under_api(request) -> bool:
     return request.path.startswith("/api/")
 
 
+@csrf_exempt  # also the catch-all under /api/: a POST there is a 404, not a CSRF page
 def api_not_found(request, exception=None):
     if not _under_api(request):
         return defaults.page_not_found(request, exception)
@@ -131,7 +134,12 @@ def api_not_found(request, exception=None):
 def bad_request(request, exception=None):
     if not _under_api(request):
         return defaults.bad_request(request, exception)
+    if isinstance(exception, DisallowedHost):
+        return error_response(BAD_HOST)
     return error_response(ApiError(400, "invalid", "Bad request."))
+
+
+BAD_HOST = ApiError(400, "bad_host", "This Host is not served here.")
 
 
 def server_error(request):

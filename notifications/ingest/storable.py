@@ -79,7 +79,8 @@ def extra_problems(extra: dict) -> dict[str, list[str]]:
         if problem is None:
             problem = _string_problem(name) and f"The field name: {_string_problem(name)}"
         if problem:
-            errors[name or "body"] = [problem]
+            # A name that is itself unencodable is named by its JSON escape ("\\ud800").
+            errors[name.encode("utf-8", "backslashreplace").decode() or "body"] = [problem]
     if not errors and extra:
         size = len(json.dumps(extra, ensure_ascii=False).encode())
         limit = settings.CGM_INGEST_MAX_EXTRA_BYTES
