@@ -7,8 +7,10 @@ deactivated, or the login session it came from logged out.
 """
 
 from datetime import timedelta
+from importlib import import_module
 
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.core import signing
 from django.utils import timezone
 
@@ -57,10 +59,10 @@ def grant_is_live(principal: Principal) -> bool:
 
 
 def session_exists(session_key: str) -> bool:
-    from importlib import import_module
-
+    """True while that login session is live: not logged out, not expired. (The store's
+    `exists()` would count an expired row that was not cleared yet.)"""
     engine = import_module(settings.SESSION_ENGINE)
-    return engine.SessionStore().exists(session_key)
+    return engine.SessionStore(session_key).get(SESSION_KEY) is not None
 
 
 def _lifetime() -> timedelta:
