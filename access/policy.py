@@ -10,7 +10,6 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from access.models import KEY_PREFIX, ApiKey, StationAccess, hash_key
-from stations.models import Station
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,3 @@ def key_from_headers(headers) -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return headers.get("X-Api-Key", "").strip() or None
-
-
-def existing_codes(codes) -> set[str]:
-    return set(Station.objects.filter(code__in=codes).values_list("code", flat=True))
