@@ -17,13 +17,17 @@ from contextlib import suppress
 from django.conf import settings
 from django.db import connection
 
+from cgm import db_health
+
 _pool = ThreadPoolExecutor(max_workers=settings.CGM_SSE_DB_THREADS, thread_name_prefix="stream-db")
 
 
 def _call(fn, args):
+    db_health.check()  # fail at once while the database is known to be away
     try:
         return fn(*args)
-    except Exception:
+    except Exception as exc:
+        db_health.failed(exc)
         with suppress(Exception):  # already failing: the original error is what matters
             connection.close()
         raise

@@ -20,7 +20,8 @@ server) with a server whose HTTP factory builds the two classes below:
     as if it had none, which answers (401, 413: the ingest's one answer, headers and
     CORS included), and the connection closes after the answer;
   - a client that stops reading its stream has its connection aborted once
-    CGM_SSE_MAX_BACKLOG_BYTES of reply wait behind Twisted's own send buffer: memory per
+    CGM_SSE_MAX_BACKLOG_BYTES of reply wait behind Twisted's own send buffer, itself
+    behind a kernel send buffer fixed at CGM_SOCKET_SEND_BUFFER_BYTES: memory per
     stream stays bounded, and the client resumes from its cursor when it reconnects.
 
 What this leans on beyond documented interfaces, all checked at import (a Daphne or
@@ -33,6 +34,8 @@ it reads the body when `self.length` is not 0.
 
 import inspect
 import logging
+import socket
+from contextlib import suppress
 from io import BytesIO
 
 from daphne.cli import CommandLineInterface
@@ -98,6 +101,15 @@ class BoundedChannel(HTTPChannel):
             self.persistent = False  # the unread body must not be taken for a request
 
     body_ended_early = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        # A fixed kernel send buffer: otherwise Linux grows it to several MB for a
+        # client that stops reading before Twisted ever sees the backlog.
+        with suppress(OSError, AttributeError):
+            self.transport.getHandle().setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, settings.CGM_SOCKET_SEND_BUFFER_BYTES
+            )
 
     def end_body_early(self) -> None:
         """The request goes to the application with the body received so far; the

@@ -70,6 +70,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value in (None, ""):
@@ -214,7 +224,13 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "pool": {
             "min_size": env_int("DB_POOL_MIN", 2),
             "max_size": env_int("DB_POOL_MAX", 12),
-            "timeout": env_int("DB_POOL_TIMEOUT", 10),
+            # Seconds a request waits for a connection before it fails (503): short,
+            # so that a database outage is answered at once, not after a queue of waits.
+            "timeout": env_int("DB_POOL_TIMEOUT", 2),
+            # How long the pool keeps retrying one lost connection (with growing pauses:
+            # 1, 2, 4... s) before it starts afresh on demand: short, so the service is
+            # back within seconds of the database, not after a 16 s pause.
+            "reconnect_timeout": env_float("DB_POOL_RECONNECT_TIMEOUT", 3.0),
         }
     }
 
@@ -258,6 +274,9 @@ CGM_INGEST_RATE = env_str("CGM_INGEST_RATE", "200/s")
 # How long a ?token= stream URL keeps opening (EventSource reconnects with it), while
 # its issuer keeps access and its login session is not logged out (access/tokens.py).
 CGM_STREAM_TOKEN_SECONDS = env_int("CGM_STREAM_TOKEN_SECONDS", 24 * 3600)
+# After a failed database connection, calls fail at once (503) for this long before the
+# database is tried again (cgm/db_health.py).
+CGM_DB_RETRY_SECONDS = env_float("CGM_DB_RETRY_SECONDS", 1.0)
 # How often each process checks whether access was taken away from open streams.
 CGM_ACCESS_RECHECK_SECONDS = env_int("CGM_ACCESS_RECHECK_SECONDS", 2)
 
@@ -307,6 +326,10 @@ CGM_SSE_MAX_STATIONS = env_int("CGM_SSE_MAX_STATIONS", 500)
 CGM_SSE_REPLAY_PAGE = env_int("CGM_SSE_REPLAY_PAGE", 500)
 # Threads (and so DB connections) shared by all open streams for their log reads.
 CGM_SSE_DB_THREADS = env_int("CGM_SSE_DB_THREADS", 4)
+# The kernel's send buffer per connection (SO_SNDBUF; Linux doubles it). Left to
+# itself Linux grows it to several MB for a client that stops reading, before the
+# backlog limit below even starts counting (cgm/server.py).
+CGM_SOCKET_SEND_BUFFER_BYTES = env_int("CGM_SOCKET_SEND_BUFFER_BYTES", 128 * 1024)
 # Reply bytes a connection may have waiting once its client stops reading (past
 # Twisted's own 64 KiB send buffer), before it is disconnected (cgm/server.py): the
 # client resumes from its cursor when it reads again.

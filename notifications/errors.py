@@ -18,6 +18,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from cgm import db_health
+
 logger = logging.getLogger(__name__)
 
 # What a 401 says about how to authenticate (RFC 6750): every 401 carries it.
@@ -72,6 +74,7 @@ def too_large(message: str) -> ApiError:
 
 def unavailable(exc: DatabaseError) -> ApiError:
     logger.error("database error on the API: %r", exc)
+    db_health.failed(exc)
     return ApiError(
         503,
         "unavailable",

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from access.api_auth import API_AUTHENTICATION, IngestKeyThrottle, IsIngestKey
 from access.policy import key_from_headers
+from cgm import db_health
 from notifications.errors import too_large
 from notifications.ingest.group_commit import committer
 from notifications.ingest.request import ingest_posted
@@ -40,6 +41,7 @@ class EventIngestView(APIView):
     throttle_classes = [IngestKeyThrottle]
 
     def initial(self, request, *args, **kwargs):
+        db_health.check()  # the database is known to be away: 503 now, not after a wait
         # Limits before work: a body over the limit is refused before authentication
         # reads it (a signed key's signature covers the body), except that a caller with
         # no credentials at all hears 401 first.

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from cgm import db_health
 from notifications.ingest.services import Stored, notification_ingest, notification_ingest_group
 from notifications.ingest.validation import EventInput
 from notifications.push.publish import publish_notifications
@@ -127,6 +128,7 @@ class GroupCommitter:
 
     def _commit(self, group: list[_Request]) -> None:
         try:
+            db_health.check()
             for request, stored in zip(
                 group,
                 notification_ingest_group([r.events for r in group], self._publisher.publish_later),
@@ -138,8 +140,12 @@ class GroupCommitter:
             # The writer keeps its connection between groups (no pool round trip per
             # group); after a failure it takes a fresh one, in case this one is broken.
             _drop_connection()
-            if len(group) == 1:
-                group[0].error = exc
+            db_health.failed(exc)
+            if len(group) == 1 or db_health.is_connection_failure(exc):
+                # The database itself is away: storing each request alone would only
+                # make each wait for it again. All get the error (503) at once.
+                for request in group:
+                    request.error = exc
                 return
             logger.warning("group of %d ingests failed (%r); storing each alone", len(group), exc)
         for request in group:
