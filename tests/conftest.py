@@ -2,7 +2,8 @@ import itertools
 
 import pytest
 
-from tests.server import DaphneServer
+from tests.server import DaphneServer, PreparedDatabase, prepare_database
+from tests.services import create_pg_database, drop_pg_database, pg_url, require_postgres
 
 _ids = itertools.count(1)
 
@@ -33,3 +34,24 @@ def server(tmp_path):
     srv = DaphneServer(tmp_path).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_template():
+    """A migrated PostgreSQL database with demo stations and keys, per test module."""
+    require_postgres()
+    name = create_pg_database()
+    prepared = prepare_database(pg_url(name))
+    yield name, prepared
+    drop_pg_database(name)
+
+
+@pytest.fixture
+def pg_database(pg_template):
+    """A fresh copy of the template for one test."""
+    template, prepared = pg_template
+    name = create_pg_database(template=template)
+    database = PreparedDatabase(pg_url(name), prepared.ingest_key, prepared.subscribe_key)
+    database.name = name
+    yield database
+    drop_pg_database(name)

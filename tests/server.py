@@ -211,3 +211,32 @@ class DaphneServer:
     @property
     def reader_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.subscribe_key}"}
+
+
+def create_user(server, username: str, stations=(), **flags) -> None:
+    """A user (password "pw-<username>") who may read `stations`, made in the server's
+    database."""
+    server.shell(
+        "from django.contrib.auth.models import User\n"
+        "from access.models import StationAccess\n"
+        "from stations.models import Station\n"
+        f"u = User.objects.create_user({username!r}, password='pw-{username}', **{flags!r})\n"
+        f"for code in {list(stations)!r}:\n"
+        "    StationAccess.objects.create(user=u, station=Station.objects.get(code=code))\n"
+    )
+
+
+def login(server, username: str) -> dict:
+    """A fresh login session through the real form: its cookies (session and CSRF)."""
+    with httpx.Client(base_url=server.url) as client:
+        client.get("/accounts/login/")
+        response = client.post(
+            "/accounts/login/",
+            data={
+                "username": username,
+                "password": f"pw-{username}",
+                "csrfmiddlewaretoken": client.cookies["csrftoken"],
+            },
+        )
+        assert response.status_code == 302, response.text
+        return {"sessionid": client.cookies["sessionid"], "csrftoken": client.cookies["csrftoken"]}

@@ -7,39 +7,12 @@ import httpx
 import pytest
 
 from tests.conftest import make_event
-from tests.server import DaphneServer
+from tests.server import DaphneServer, create_user, login
 from tests.sse import SSEStream
 
 pytestmark = pytest.mark.e2e
 
 A, B = "ST001", "ST002"
-
-
-def create_user(server, username: str, stations=(), **flags) -> None:
-    server.shell(
-        "from django.contrib.auth.models import User\n"
-        "from access.models import StationAccess\n"
-        "from stations.models import Station\n"
-        f"u = User.objects.create_user({username!r}, password='pw-{username}', **{flags!r})\n"
-        f"for code in {list(stations)!r}:\n"
-        "    StationAccess.objects.create(user=u, station=Station.objects.get(code=code))\n"
-    )
-
-
-def login(server, username: str) -> dict:
-    """Log in through the real login form; returns the cookies of the session."""
-    with httpx.Client(base_url=server.url) as client:
-        client.get("/accounts/login/")
-        response = client.post(
-            "/accounts/login/",
-            data={
-                "username": username,
-                "password": f"pw-{username}",
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-        )
-        assert response.status_code == 302, response.text
-        return {"sessionid": client.cookies["sessionid"]}
 
 
 @pytest.fixture

@@ -16,37 +16,16 @@ import httpx
 import pytest
 
 from tests.conftest import make_event
-from tests.server import ROOT, DaphneServer, PreparedDatabase, free_port, prepare_database
+from tests.server import ROOT, DaphneServer, free_port
 from tests.services import (
     RedisServer,
-    create_pg_database,
-    drop_pg_database,
     pg_connections,
-    pg_url,
-    require_postgres,
 )
 from tests.sse import SSEStream
 
 pytestmark = pytest.mark.e2e
 
 A, B = "ST001", "ST002"
-
-
-@pytest.fixture(scope="module")
-def pg_template():
-    require_postgres()
-    name = create_pg_database()
-    prepared = prepare_database(pg_url(name))
-    yield name, prepared
-    drop_pg_database(name)
-
-
-@pytest.fixture
-def pg_database(pg_template):
-    template, prepared = pg_template
-    name = create_pg_database(template=template)
-    yield name, PreparedDatabase(pg_url(name), prepared.ingest_key, prepared.subscribe_key)
-    drop_pg_database(name)
 
 
 @pytest.fixture
@@ -58,7 +37,7 @@ def redis_server():
 
 @pytest.fixture
 def workers(tmp_path, pg_database, redis_server):
-    _, database = pg_database
+    database = pg_database
     env = {"REDIS_URL": redis_server.url, "DB_POOL_MAX": "6"}
     started = [DaphneServer(tmp_path, env=env, database=database).start() for _ in range(2)]
     yield started
@@ -152,7 +131,8 @@ def test_concurrent_posters_on_postgres_get_contiguous_sequences(workers):
 def test_database_connections_stay_within_the_pool_whatever_the_streams(
     tmp_path, pg_database, redis_server
 ):
-    name, database = pg_database
+    database = pg_database
+    name = database.name
     env = {"REDIS_URL": redis_server.url, "DB_POOL_MAX": "4", "CGM_SSE_DB_THREADS": "4"}
     worker = DaphneServer(tmp_path, env=env, database=database).start()
     try:
@@ -185,7 +165,7 @@ def test_database_connections_stay_within_the_pool_whatever_the_streams(
 
 
 def test_run_multi_serves_several_workers_on_one_socket(tmp_path, pg_database, redis_server):
-    _, database = pg_database
+    database = pg_database
     port = free_port()
     env = {
         **os.environ,

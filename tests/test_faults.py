@@ -48,33 +48,12 @@ from tests.services import (
     PG_PORT,
     PG_USER,
     RedisServer,
-    create_pg_database,
-    drop_pg_database,
-    pg_url,
-    require_postgres,
 )
 
 pytestmark = pytest.mark.e2e
 
 
 # --- services --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pg_template():
-    require_postgres()
-    name = create_pg_database()
-    prepared = prepare_database(pg_url(name))
-    yield name, prepared
-    drop_pg_database(name)
-
-
-@pytest.fixture
-def pg_database(pg_template):
-    template, prepared = pg_template
-    name = create_pg_database(template=template)
-    yield PreparedDatabase(pg_url(name), prepared.ingest_key, prepared.subscribe_key)
-    drop_pg_database(name)
 
 
 @pytest.fixture

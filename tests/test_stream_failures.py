@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_event
-from tests.server import DaphneServer, manage
+from tests.server import DaphneServer, create_user, login, manage
 from tests.sse import SSEStream
 
 pytestmark = pytest.mark.e2e
@@ -311,33 +311,6 @@ def test_a_failure_inside_a_stream_ends_only_that_stream_and_its_client_resumes_
 
 
 # --- 2. stream tokens ----------------------------------------------------------------
-
-
-def create_user(server, username: str, stations=(), **flags) -> None:
-    server.shell(
-        "from django.contrib.auth.models import User\n"
-        "from access.models import StationAccess\n"
-        "from stations.models import Station\n"
-        f"u = User.objects.create_user({username!r}, password='pw-{username}', **{flags!r})\n"
-        f"for code in {list(stations)!r}:\n"
-        "    StationAccess.objects.create(user=u, station=Station.objects.get(code=code))\n"
-    )
-
-
-def login(server, username: str) -> dict:
-    """A fresh login session through the real form: its cookies (session and CSRF)."""
-    with httpx.Client(base_url=server.url) as client:
-        client.get("/accounts/login/")
-        response = client.post(
-            "/accounts/login/",
-            data={
-                "username": username,
-                "password": f"pw-{username}",
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-        )
-        assert response.status_code == 302, response.text
-        return {"sessionid": client.cookies["sessionid"], "csrftoken": client.cookies["csrftoken"]}
 
 
 def logout(server, cookies: dict) -> None:
