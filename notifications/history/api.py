@@ -1,5 +1,6 @@
 """GET /api/notifications: the newest notifications with the cursor they are valid at."""
 
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,12 +16,21 @@ from notifications.models import Notification
 from notifications.wire import format_cursor, notification_data
 
 
+class EscapedJSONRenderer(JSONRenderer):
+    """Non-ASCII as JSON escapes: the same data, and a row that holds a lone surrogate
+    (stored before the ingest refused them) reads back as its escape instead of failing
+    the whole history of its station."""
+
+    ensure_ascii = True
+
+
 class NotificationHistoryView(APIView):
     """Newest notifications of some stations, with the cursor they are valid at.
 
     A dashboard shows this list, then streams from `cursor`: no gap, no repeats.
     """
 
+    renderer_classes = [EscapedJSONRenderer]
     authentication_classes = API_AUTHENTICATION
     permission_classes = [IsSubscriber]
 
