@@ -88,36 +88,28 @@ def guarded(app):
     """`app`, with any exception it raises turned into an answer, never passed to Daphne.
 
     Daphne answers an escaped exception with an HTML 500, and if the response had
-    already started (an open stream), its attempt to do so raises inside its
-    application checker, the loop that answers failed requests and cleans up finished
-    ones, which then stops for good: every later failure in that process goes
-    unanswered and the broken stream stays open, silent, forever. Here the exception is
-    logged once; a response not started yet gets a 500 in the one JSON error shape; a
-    started one is ended, so its client reconnects with its cursor and loses nothing.
+    already started, its attempt to do so raises inside its application checker, the
+    loop that answers failed requests and cleans up finished ones, which then stops for
+    good. Here the exception is logged once and answered with a 500 in the one JSON
+    error shape. (An open stream that fails is ended by the stream door itself, which
+    knows its headers are out; nothing wraps `send` on that hot path.)
     """
 
     async def guarded_app(scope, receive, send):
-        started = False
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await app(scope, receive, tracking_send)
+            await app(scope, receive, send)
         except Exception:
             logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
             if scope["type"] != "http":
                 return
             try:
-                if started:
-                    await send({"type": "http.response.body", "body": b""})
-                else:
-                    await send_response(send, error_response(_INTERNAL))
+                await send_response(send, error_response(_INTERNAL))
             except Exception:
-                logger.debug("could not end the failed response", exc_info=True)
+                # Already answering (Daphne refuses a second start): end that answer.
+                try:
+                    await send({"type": "http.response.body", "body": b""})
+                except Exception:
+                    logger.debug("could not end the failed response", exc_info=True)
 
     return guarded_app
 

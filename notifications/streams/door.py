@@ -11,6 +11,7 @@ waits for the client to leave.
 """
 
 import asyncio
+import logging
 
 from django.conf import settings
 from django.urls import Resolver404, resolve
@@ -18,6 +19,8 @@ from django.urls import Resolver404, resolve
 from cgm.doors import django_request, host_refusal, middleware_chain, response_start, send_response
 from cgm.failpoints import failpoint
 from notifications.streams import view
+
+logger = logging.getLogger(__name__)
 
 STREAM_PREFIX = "/api/sse/"
 
@@ -71,6 +74,7 @@ async def stream_app(scope, receive, send):
 
     # Carried here rather than in a helper: one coroutine frame less per open stream.
     gone = asyncio.ensure_future(_until_disconnect(receive, notification_stream))
+    failed = False
     try:
         await send(head)
         del head
@@ -81,10 +85,15 @@ async def stream_app(scope, receive, send):
             # JSON, instead of failing this stream at that row on every reconnect.
             body = frame.encode("utf-8", "backslashreplace")
             await send({"type": "http.response.body", "body": body, "more_body": True})
+    except Exception:
+        # The headers are out: end the stream (never leave it open and silent); its
+        # client reconnects with its cursor and loses nothing.
+        logger.exception("stream %s failed; ending it", scope.get("path"))
+        failed = True
     finally:
         gone.cancel()
         await frames.aclose()  # unregisters the stream's listener now, not at GC
-    if not notification_stream.closed:
+    if failed or not notification_stream.closed:
         # The stream ended itself (access taken away): end the response too.
         await send({"type": "http.response.body", "body": b""})
 
