@@ -8,6 +8,7 @@ from rest_framework.throttling import BaseThrottle
 from access.models import ApiKey
 from access.policy import (
     NOTHING,
+    READING_SCOPES,
     Principal,
     StationSet,
     find_key,
@@ -75,7 +76,8 @@ def request_principal(request) -> Principal | None:
 def request_stations(request, scope: str) -> StationSet:
     if isinstance(request.auth, ApiKey):
         return key_stations(request.auth, scope)
-    if scope == ApiKey.Scope.SUBSCRIBE and request.user is not None:
+    if request.user is not None and scope in (ApiKey.Scope.SUBSCRIBE, ApiKey.Scope.OPERATE):
+        # A user who may watch a station may work its faults.
         return user_stations(request.user)
     return NOTHING
 
@@ -90,11 +92,23 @@ class IsIngestKey(BasePermission):
 class IsSubscriber(BasePermission):
     """A logged-in user or a subscribe key; station checks happen in the view."""
 
-    message = "Reading needs a login or an API key with the subscribe scope."
+    message = "Reading needs a login or an API key with the subscribe or operate scope."
 
     def has_permission(self, request, view):
         if isinstance(request.auth, ApiKey):
-            return request.auth.scope == ApiKey.Scope.SUBSCRIBE
+            return request.auth.scope in READING_SCOPES
+        return bool(request.user and request.user.is_authenticated)
+
+
+class IsOperator(BasePermission):
+    """Acting on faults: a logged-in user (station checks in the view; DRF's session
+    authentication enforces CSRF) or an operate key. A subscribe key reads only."""
+
+    message = "Acting on faults needs a login or an API key with the operate scope."
+
+    def has_permission(self, request, view):
+        if isinstance(request.auth, ApiKey):
+            return request.auth.scope == ApiKey.Scope.OPERATE
         return bool(request.user and request.user.is_authenticated)
 
 

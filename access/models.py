@@ -23,7 +23,8 @@ def hash_key(key: str) -> str:
 class ApiKey(models.Model):
     class Scope(models.TextChoices):
         INGEST = "ingest", "ingest (POST /api/event)"
-        SUBSCRIBE = "subscribe", "subscribe (streams and history)"
+        SUBSCRIBE = "subscribe", "subscribe (streams, history, state and faults: read)"
+        OPERATE = "operate", "operate (reads as subscribe; acknowledges and resolves faults)"
 
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=16, choices=Scope.choices)

@@ -55,8 +55,17 @@ def user_stations(user) -> StationSet:
     return StationSet(False, frozenset(codes) | frozenset(group_codes))
 
 
+# An operate key reads everything a subscribe key reads: an operator must see what they act on.
+READING_SCOPES = frozenset({ApiKey.Scope.SUBSCRIBE, ApiKey.Scope.OPERATE})
+
+
 def key_stations(api_key: ApiKey | None, scope: str) -> StationSet:
-    if api_key is None or not api_key.is_active or api_key.scope != scope:
+    """The stations a key may use for `scope` (reading with SUBSCRIBE covers operate keys)."""
+    if api_key is None or not api_key.is_active:
+        return NOTHING
+    if api_key.scope != scope and not (
+        scope == ApiKey.Scope.SUBSCRIBE and api_key.scope in READING_SCOPES
+    ):
         return NOTHING
     if api_key.all_stations:
         return EVERYTHING

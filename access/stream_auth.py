@@ -6,7 +6,7 @@ the session cookie of a logged-in user (the dashboard).
 """
 
 from access.models import ApiKey
-from access.policy import Principal, find_key, key_from_headers, note_key_used
+from access.policy import READING_SCOPES, Principal, find_key, key_from_headers, note_key_used
 from access.tokens import read_stream_token
 from cgm.db_pool import run_db
 
@@ -30,8 +30,10 @@ async def stream_principal(request) -> Principal:
         api_key = await run_db(_active_key, raw_key)
         if api_key is None:
             raise StreamAuthError(401, "Invalid or revoked API key.")
-        if api_key.scope != ApiKey.Scope.SUBSCRIBE:
-            raise StreamAuthError(403, "Streams need an API key with the subscribe scope.")
+        if api_key.scope not in READING_SCOPES:
+            raise StreamAuthError(
+                403, "Streams need an API key with the subscribe or operate scope."
+            )
         return Principal("key", api_key.pk)
 
     token = request.GET.get("token")

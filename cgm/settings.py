@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "django_eventstream",
     "stations",
     "notifications",
+    "faults",
     "access",
 ]
 

@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 
+from faults import api as faults
 from notifications import dashboard as views
 from notifications import errors
 from notifications.history import api
@@ -18,6 +19,18 @@ urlpatterns = [
     path("api/event/", event_ingest),
     path("api/notifications", api.NotificationHistoryView.as_view(), name="notification-history"),
     path("api/stream-token", StreamTokenView.as_view(), name="stream-token"),
+    path("api/state", faults.StateView.as_view(), name="state"),
+    path(
+        "api/stations/<str:station>/state",
+        faults.StationStateView.as_view(),
+        name="station-state",
+    ),
+    path("api/faults/<int:fault_id>", faults.FaultDetailView.as_view(), name="fault"),
+    path("api/faults/<int:fault_id>/acknowledge", faults.acknowledge, name="fault-acknowledge"),
+    path(
+        "api/faults/<int:fault_id>/unacknowledge", faults.unacknowledge, name="fault-unacknowledge"
+    ),
+    path("api/faults/<int:fault_id>/resolve", faults.resolve, name="fault-resolve"),
     path("api/sse/", stream.station_stream, name="stream-stations"),
     path("api/sse/stations/<str:station>/", stream.station_stream, name="stream-station"),
     # Anything else under /api/ is a JSON 404 (in local mode too, where Django would

@@ -72,9 +72,11 @@ def too_large(message: str) -> ApiError:
     return ApiError(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "too_large", message)
 
 
-def unavailable(exc: DatabaseError) -> ApiError:
+def unavailable(exc: DatabaseError, *, posting_events: bool = True) -> ApiError:
     logger.error("database error on the API: %r", exc)
     db_health.failed(exc)
+    if not posting_events:
+        return ApiError(503, "unavailable", "The database did not answer; retry shortly.")
     return ApiError(
         503,
         "unavailable",
@@ -99,7 +101,9 @@ _CODES = {
 def api_exception_handler(exc, context):
     """DRF's exception handler (settings.REST_FRAMEWORK): every DRF error in the one shape."""
     if isinstance(exc, DatabaseError):
-        exc = unavailable(exc)
+        request = context.get("request")
+        posting = request is not None and request.path.rstrip("/").endswith("/api/event")
+        exc = unavailable(exc, posting_events=posting)
     if isinstance(exc, ApiError):
         return Response(
             error_body(exc.error, exc.message, exc.fields),

@@ -14,7 +14,8 @@ class Notification(models.Model):
     connector = models.ForeignKey(
         Connector, on_delete=models.PROTECT, null=True, blank=True, related_name="notifications"
     )
-    # Position in the station's log; contiguous per station (see Station.log_seq).
+    # Position in the station's log (LogEntry): increasing per station, not contiguous,
+    # since fault and status changes take numbers of the same log.
     seq = models.BigIntegerField(editable=False)
     # The sender's id; unique, so a retried POST is stored and published once.
     message_id = models.CharField("message id", max_length=128, unique=True)
@@ -46,3 +47,40 @@ class Notification(models.Model):
 
     def __str__(self):
         return f"{self.message_id} ({self.station_id}:{self.seq})"
+
+
+class LogEntry(models.Model):
+    """One row of a station's log: everything its stream carries, in `seq` order.
+
+    A notification, a fault change or a status change is written here in the same
+    transaction as the change itself, with the station's next number (Station.log_seq,
+    allocated under the station row's lock), and published after commit. Resume
+    (Last-Event-ID), Pushpin's recovery and the snapshot's cursor all read this table.
+    """
+
+    class Kind(models.TextChoices):
+        # The SSE event names.
+        NOTIFICATION = "notification"
+        FAULT = "fault"
+        STATUS = "status"
+
+    station = models.ForeignKey(Station, on_delete=models.CASCADE, related_name="log")
+    seq = models.BigIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # A notification's frame is rendered from its row (no second copy of the event)...
+    notification = models.OneToOneField(
+        Notification, on_delete=models.CASCADE, null=True, blank=True, related_name="log_entry"
+    )
+    # ...a fault's or status's frame is the data as it was at that change.
+    data = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["station", "seq"]
+        verbose_name_plural = "log entries"
+        constraints = [
+            models.UniqueConstraint(fields=["station", "seq"], name="log_seq_per_station"),
+        ]
+
+    def __str__(self):
+        return f"{self.station_id}:{self.seq} {self.kind}"

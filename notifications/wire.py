@@ -16,8 +16,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from notifications.models import Notification
 
-EVENT_TYPE = "notification"
-
 
 def station_channel(station_code: str) -> str:
     # The channel is the station code itself, so the stream cursor ("ST001:42") reads
@@ -25,7 +23,7 @@ def station_channel(station_code: str) -> str:
     return station_code
 
 
-def _iso(value):
+def iso_time(value):
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
@@ -52,8 +50,8 @@ def _render(notification: Notification) -> dict:
         "action": notification.action,
         "message": notification.message,
         "code": notification.code,
-        "timestamp": _iso(notification.occurred_at),
-        "receivedAt": _iso(notification.received_at),
+        "timestamp": iso_time(notification.occurred_at),
+        "receivedAt": iso_time(notification.received_at),
         "seq": notification.seq,
         "extra": notification.extra,
     }

@@ -12,11 +12,12 @@ class Station(models.Model):
     code = models.CharField(max_length=64, unique=True, validators=[code_validator])
     name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Position of this station's notification log: the last sequence number handed out.
-    # Sequences are contiguous per station (1, 2, 3, ...), allocated under this row's
-    # lock, so a stream cursor "ST001:42" means "everything up to 42 was seen".
+    # Position of this station's log (notifications.LogEntry: notifications, fault and
+    # status changes): the last sequence number handed out. Log entries are contiguous
+    # per station (1, 2, 3, ...), allocated under this row's lock, so a stream cursor
+    # "ST001:42" means "everything up to 42 was seen".
     log_seq = models.BigIntegerField(default=0, editable=False)
-    # Notifications up to this sequence number were pruned; older cursors get a reset.
+    # Log entries up to this sequence number were pruned; older cursors get a reset.
     log_pruned_through = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
@@ -58,3 +59,59 @@ class Connector(models.Model):
 
     def __str__(self):
         return f"{self.box.code}/{self.code}"
+
+
+# Live status, kept apart from the equipment rows above: those are configuration (the
+# admin edits them, the ingest caches them for seconds), these change with every report
+# and are written only under the station's lock, by the ingest (faults/derive.py).
+
+STATUS_CHOICES = [
+    # OCPP 1.6 ChargePointStatus, OCPP 2.0.1's Occupied, and our own Offline.
+    (value, value)
+    for value in (
+        "Available",
+        "Preparing",
+        "Charging",
+        "SuspendedEVSE",
+        "SuspendedEV",
+        "Finishing",
+        "Reserved",
+        "Unavailable",
+        "Faulted",
+        "Occupied",
+        "Offline",
+    )
+]
+STATUSES = frozenset(value for value, _ in STATUS_CHOICES)
+
+
+class BoxStatus(models.Model):
+    """A box's last reported status and when it was last heard from."""
+
+    box = models.OneToOneField(Box, on_delete=models.CASCADE, primary_key=True, related_name="live")
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, blank=True)
+    # The device time the status took effect (receive time if it sent none): a report
+    # older than this never replaces it.
+    since = models.DateTimeField(null=True, blank=True)
+    # Receive time of the box's latest event, whatever it said.
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "box statuses"
+
+    def __str__(self):
+        return f"{self.box_id}: {self.status or 'no status'}"
+
+
+class ConnectorStatus(models.Model):
+    connector = models.OneToOneField(
+        Connector, on_delete=models.CASCADE, primary_key=True, related_name="live"
+    )
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES)
+    since = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "connector statuses"
+
+    def __str__(self):
+        return f"{self.connector_id}: {self.status}"

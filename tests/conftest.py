@@ -23,6 +23,29 @@ def make_event(station="ST001", **fields) -> dict:
     return {k: v for k, v in event.items() if v is not ...}
 
 
+@pytest.fixture(autouse=True)
+def default_fault_rules(request):
+    """The fault rules' defaults in every test database. A migration installs them, but
+    a transactional test's flush empties every table, rules included; and the rules
+    are cached per process (faults/rules.py)."""
+    from faults.rules import forget_rules
+
+    forget_rules()
+    marker = request.node.get_closest_marker("django_db")
+    wanted = {"db", "transactional_db"} & set(request.fixturenames)
+    if marker is not None:
+        wanted.add("transactional_db" if marker.kwargs.get("transaction") else "db")
+    if wanted:
+        request.getfixturevalue(wanted.pop())
+        from faults.defaults import install_default_rules
+        from faults.models import EventRule, SeverityRule
+
+        if not EventRule.objects.exists() and not SeverityRule.objects.exists():
+            install_default_rules(EventRule, SeverityRule)
+    yield
+    forget_rules()
+
+
 @pytest.fixture
 def event_factory():
     return make_event

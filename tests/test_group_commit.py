@@ -20,7 +20,15 @@ from notifications.ingest.group_commit import GroupCommitter
 from notifications.ingest.validation import validate_events
 from notifications.models import Notification
 from stations.models import Box, Station
-from tests.conftest import make_event
+from tests.conftest import make_event as any_event
+
+
+def make_event(*args, **fields):
+    """A notice (it opens no fault), so each station's log numbers are its notifications'
+    alone and the group mechanics below read plainly; fault changes in the same log:
+    tests/test_fault_lifecycle.py."""
+    return any_event(*args, **{"faultType": "GENERAL", **fields})
+
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,14 +42,18 @@ def stations():
 
 @pytest.fixture
 def published(monkeypatch):
-    """Every event handed to this process's streams, as (station, seq, message id), in
-    the order of delivery."""
+    """Every notification handed to this process's streams, as (station, seq, message
+    id), in the order of delivery (fault frames left out)."""
     from notifications.push.local import local_channels
 
     calls = []
 
     def record(events):
-        calls.extend((event.channel, event.id, _message_id(event.data)) for event in events)
+        calls.extend(
+            (event.channel, event.id, _message_id(event.data))
+            for event in events
+            if event.type == "notification"
+        )
 
     monkeypatch.setattr(local_channels, "deliver", record)
     return calls

@@ -24,13 +24,18 @@ def stations(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def published(monkeypatch):
-    """Every (channel, event type, data) handed to this process's streams."""
+    """Every notification (channel, event type, data) handed to this process's streams
+    (fault and status frames: tests/test_fault_lifecycle.py)."""
     from notifications.push.local import local_channels
 
     calls = []
 
     def record(events):
-        calls.extend((event.channel, event.type, json.loads(event.data)) for event in events)
+        calls.extend(
+            (event.channel, event.type, json.loads(event.data))
+            for event in events
+            if event.type == "notification"
+        )
 
     monkeypatch.setattr(local_channels, "deliver", record)
     return calls
@@ -103,7 +108,8 @@ def test_it_answers_200_with_the_stored_row_when_the_id_repeats_and_publishes_on
     assert again.json() == first.json()
     assert Notification.objects.filter(message_id=event["id"]).count() == 1
     assert len(published) == 1
-    assert Station.objects.get(code="ST001").log_seq == 1
+    # The notification and the fault it opened; the retry took no number.
+    assert Station.objects.get(code="ST001").log_seq == 2
 
 
 def test_it_stores_a_batch_in_one_go_with_contiguous_sequences_per_station(post, published):
@@ -121,7 +127,9 @@ def test_it_stores_a_batch_in_one_go_with_contiguous_sequences_per_station(post,
         ("ST001", 3),
     ]
     assert [p[2]["id"] for p in published] == [e["id"] for e in batch]
-    assert Station.objects.get(code="ST001").log_seq == 3
+    # The notifications come first in the log, then their fault changes: ST001's
+    # fault opened (4) and raised twice (5, 6).
+    assert Station.objects.get(code="ST001").log_seq == 6
 
 
 def test_a_batch_mixing_new_and_known_ids_stores_only_the_new_ones(post, published):
@@ -133,7 +141,8 @@ def test_a_batch_mixing_new_and_known_ids_stores_only_the_new_ones(post, publish
     response = post([known, fresh])
 
     assert response.status_code == 201
-    assert [item["seq"] for item in response.json()] == [1, 2]
+    # 1 and 2 went to the known event and the fault it opened.
+    assert [item["seq"] for item in response.json()] == [1, 3]
     assert [p[2]["id"] for p in published] == [fresh["id"]]
 
 

@@ -1,11 +1,13 @@
-"""The PostgreSQL ingest statement (notifications/services.py) outside a test transaction.
+"""The PostgreSQL ingest (notifications/ingest/services.py) outside a test transaction.
 
-Each group is one statement in autocommit there, so what a transaction used to
-guarantee (contiguous numbers per station, an id stored once, publishing only what is
-committed) must hold with real concurrent connections. These run in the PostgreSQL
+Each group is one transaction: the prepared statement, then the faults and statuses it
+derives (faults/derive.py). Contiguous log numbers per station, one unresolved fault
+per key, an id stored once, publishing only what is committed: all must hold with real
+concurrent connections. These run in the PostgreSQL
 pass of `make test` (DATABASE_URL set to PostgreSQL).
 """
 
+import json
 import threading
 import time
 
@@ -16,7 +18,8 @@ from django.db import connection, connections, transaction
 
 from notifications.ingest.services import notification_ingest_group
 from notifications.ingest.validation import validate_events
-from notifications.models import Notification
+from faults.models import Fault
+from notifications.models import LogEntry, Notification
 from stations.models import Station
 from tests.conftest import make_event
 
@@ -66,7 +69,14 @@ def run_in_threads(count: int, work) -> list:
     return results
 
 
-def test_concurrent_writers_keep_every_station_contiguous():
+def notification_ids(frames) -> list[str]:
+    return [json.loads(f.data)["id"] for f in frames if f.type == "notification"]
+
+
+def test_concurrent_writers_keep_every_station_contiguous_with_one_fault_per_key():
+    """Every event fires the same fault key of its station: six writers racing on it
+    still make one fault per station, raised once per event, and each station's log
+    is 1..n with no hole: each event's notification and fault change."""
     writers, groups_each = 6, 15
 
     def write(index):
@@ -82,13 +92,16 @@ def test_concurrent_writers_keep_every_station_contiguous():
 
     for code in STATIONS:
         station = Station.objects.get(code=code)
-        seqs = list(
-            Notification.objects.filter(station=station)
-            .order_by("seq")
-            .values_list("seq", flat=True)
+        events = writers * groups_each
+        log = list(
+            LogEntry.objects.filter(station=station).order_by("seq").values_list("seq", "kind")
         )
-        assert seqs == list(range(1, writers * groups_each + 1))
-        assert station.log_seq == writers * groups_each
+        assert [seq for seq, _ in log] == list(range(1, 2 * events + 1))
+        assert [kind for _, kind in log].count("notification") == events
+        assert station.log_seq == 2 * events
+        assert Notification.objects.filter(station=station).count() == events
+        fault = Fault.objects.get(station=station)
+        assert (fault.state, fault.occurrences) == ("open", events)
 
 
 def other_connection():
@@ -244,7 +257,7 @@ def test_ids_repeated_across_a_group_and_already_stored_ones_are_answered_from_t
     )
 
     assert [[s.created for s in request] for request in result] == [[True], [False], [False]]
-    assert [row.message_id for row in published] == ["twice"]
+    assert notification_ids(published) == ["twice"]
     assert result[1][0].notification.station.code == "ST001"
     assert result[1][0].notification.seq == 1
     assert result[2][0].notification is result[0][0].notification
@@ -253,9 +266,9 @@ def test_ids_repeated_across_a_group_and_already_stored_ones_are_answered_from_t
 def test_publish_runs_after_the_rows_are_visible_to_other_connections():
     seen_by_another_connection = []
 
-    def publish(rows):
+    def publish(frames):
         def look():
-            ids = [row.message_id for row in rows]
+            ids = notification_ids(frames)
             seen_by_another_connection.append(
                 Notification.objects.filter(message_id__in=ids).count()
             )

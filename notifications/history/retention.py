@@ -1,11 +1,15 @@
-"""Pruning the notification log, and remembering how far, so old cursors get a reset."""
+"""Pruning the station log, and remembering how far, so old cursors get a reset.
+
+The log's entries (notifications, fault and status changes) go up to a boundary; the
+faults themselves and the live statuses stay (they are the present, not history).
+"""
 
 from datetime import datetime
 
 from django.db import connection, transaction
 from django.db.models import Max
 
-from notifications.models import Notification
+from notifications.models import LogEntry, Notification
 from stations.models import Station
 
 
@@ -15,22 +19,24 @@ def notification_prune(
     station: Station | None = None,
     through_seq: int | None = None,
 ) -> int:
-    """Delete old log entries; returns how many. Streams whose cursor falls in the
-    deleted range get a `stream-reset` event instead of a silent gap."""
+    """Delete old log entries; returns how many notifications were deleted. Streams
+    whose cursor falls in the deleted range get a `stream-reset` event instead of a
+    silent gap."""
     deleted = 0
     stations = [station] if station is not None else list(Station.objects.all())
     for target in stations:
         with transaction.atomic():
             # Same lock as the ingest: the boundary moves while nobody appends.
             locked = Station.objects.select_for_update().get(pk=target.pk)
-            rows = Notification.objects.filter(station=locked)
+            entries = LogEntry.objects.filter(station=locked)
             if before is not None:
-                rows = rows.filter(received_at__lt=before)
+                entries = entries.filter(created_at__lt=before)
             if through_seq is not None:
-                rows = rows.filter(seq__lte=through_seq)
-            boundary = rows.aggregate(top=Max("seq"))["top"]
+                entries = entries.filter(seq__lte=through_seq)
+            boundary = entries.aggregate(top=Max("seq"))["top"]
             if boundary is None:
                 continue
+            LogEntry.objects.filter(station=locked, seq__lte=boundary).delete()
             count, _ = Notification.objects.filter(station=locked, seq__lte=boundary).delete()
             deleted += count
             if boundary > locked.log_pruned_through:

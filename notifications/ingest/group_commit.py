@@ -27,7 +27,7 @@ from django.db import close_old_connections, connection
 from cgm import db_health
 from notifications.ingest.services import Stored, notification_ingest, notification_ingest_group
 from notifications.ingest.validation import EventInput
-from notifications.push.publish import publish_notifications
+from notifications.push.publish import publish_frames
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +52,19 @@ class _Publisher:
         self._thread = threading.Thread(target=self._run, name="ingest-publisher", daemon=True)
         self._thread.start()
 
-    def publish_later(self, rows) -> None:
-        self._queue.put(rows)
+    def publish_later(self, frames) -> None:
+        self._queue.put(frames)
 
     def _run(self) -> None:
         while True:
-            rows = list(self._queue.get())
+            frames = list(self._queue.get())
             while True:
                 try:
-                    rows.extend(self._queue.get_nowait())
+                    frames.extend(self._queue.get_nowait())
                 except queue.Empty:
                     break
             try:
-                publish_notifications(rows)
+                publish_frames(frames)
             except Exception:
                 # As after any commit: a failed publish is caught up from the log.
                 logger.exception("publish failed; streams catch up from the log")

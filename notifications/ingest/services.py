@@ -1,7 +1,14 @@
-"""The ingest workflow: the only place that writes notifications."""
+"""The ingest workflow: the only place that writes notifications.
+
+One transaction per group of requests: the new notifications and their log entries,
+then what they change (faults/derive.py: faults, statuses, and their log entries),
+published after commit: each event's notification frame first, then the status and
+fault frames (docs/EVENT_FLOW.md).
+"""
 
 import logging
 import weakref
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -12,10 +19,14 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from faults.derive import derive_changes
 from notifications.ingest.validation import EventInput
 from notifications.ingest.write_lock import write_lock
-from notifications.models import Notification
-from notifications.push.publish import publish_notifications
+from notifications.log import allocate_seqs, append_changes
+from notifications.models import LogEntry, Notification
+from notifications.push.local import LiveEvent
+from notifications.push.publish import publish_frames
+from notifications.wire import encode_data, notification_data, station_channel
 from stations.models import Station
 
 logger = logging.getLogger(__name__)
@@ -27,7 +38,7 @@ class Stored:
     created: bool
 
 
-def notification_ingest(*, events: list[EventInput], publish=publish_notifications) -> list[Stored]:
+def notification_ingest(*, events: list[EventInput], publish=publish_frames) -> list[Stored]:
     """Store validated events in one transaction and publish the new ones after commit.
 
     Events whose id is already in the log are not stored again (a sender's retry); the
@@ -37,11 +48,11 @@ def notification_ingest(*, events: list[EventInput], publish=publish_notificatio
 
 
 def notification_ingest_group(
-    requests: list[list[EventInput]], publish=publish_notifications
+    requests: list[list[EventInput]], publish=publish_frames
 ) -> list[list[Stored]]:
     """Several requests' events in one transaction (notifications/group_commit.py): all
     stored or none. An id repeated across requests is stored once, for the first.
-    `publish(rows)` runs after the commit (the group committer hands it to a thread of
+    `publish(frames)` runs after the commit (the group committer hands it to a thread of
     its own)."""
     try:
         return _store(requests, publish)
@@ -69,10 +80,17 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
         for event in request:
             candidates.setdefault(event.message_id, event)
 
-    if connection.vendor == "postgresql":
-        new_rows = _write_postgresql(candidates, publish)
-    else:
-        new_rows = _write_in_transaction(candidates, publish)
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        _set_up_connection()
+    # One transaction for the notifications, their log entries and everything derived
+    # from them (faults, statuses and their log entries): a crash keeps all or none.
+    with nullcontext() if postgresql else write_lock(), transaction.atomic():
+        new_rows = _write_postgresql(candidates) if postgresql else _write_rows(candidates)
+        frames = [_notification_frame(row) for row in new_rows]
+        frames += append_changes(derive_changes(new_rows))
+        if frames:
+            _publish_when_committed(publish, frames)
 
     stored = {row.message_id: row for row in new_rows}
     created = {id(candidates[row.message_id]) for row in new_rows}
@@ -89,6 +107,15 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
         [Stored(stored[event.message_id], id(event) in created) for event in request]
         for request in requests
     ]
+
+
+def _notification_frame(row: Notification) -> LiveEvent:
+    return LiveEvent(
+        station_channel(row.station.code),
+        LogEntry.Kind.NOTIFICATION.value,
+        encode_data(notification_data(row)),
+        row.seq,
+    )
 
 
 # Notification's columns in model order: new rows are built positionally, which skips
@@ -131,34 +158,37 @@ def _new_row(event: EventInput, seq: int, received_at, pk: int | None = None) ->
     return row
 
 
-def _publish_when_committed(publish, rows: list[Notification]) -> None:
-    # Inside a transaction Django waits for its commit; in autocommit (the PostgreSQL
-    # statement has committed on its own) it calls at once. robust: a failing publish
-    # must not turn a committed ingest into an error; streams notice the gap at the
+def _publish_when_committed(publish, frames: list[LiveEvent]) -> None:
+    # Django calls it once the transaction commits, in commit order (the group
+    # committer's publisher thread keeps that order). robust: a failing publish must
+    # not turn a committed ingest into an error; streams notice the gap at the
     # station's next event and catch up from the log.
-    transaction.on_commit(lambda: publish(rows), robust=True)
+    transaction.on_commit(lambda: publish(frames), robust=True)
 
 
-def _write_in_transaction(candidates: dict[str, EventInput], publish) -> list[Notification]:
-    """SQLite (and any other backend): check, allocate and insert in one transaction,
-    under the process's writer lock (cgm/write_lock.py)."""
-    with write_lock(), transaction.atomic():
-        known = _known_ids(candidates.keys())
-        new_events = [e for message_id, e in candidates.items() if message_id not in known]
-        counts: dict[int, int] = {}
-        for event in new_events:
-            counts[event.station.pk] = counts.get(event.station.pk, 0) + 1
-        next_seq = {
-            station_id: last - count + 1 for station_id, count, last in _allocate_sequences(counts)
-        }
-        received_at = timezone.now()
-        new_rows = []
-        for event in new_events:
-            new_rows.append(_new_row(event, next_seq[event.station.pk], received_at))
-            next_seq[event.station.pk] += 1
-        if new_rows:
-            Notification.objects.bulk_create(new_rows)
-            _publish_when_committed(publish, new_rows)
+def _write_rows(candidates: dict[str, EventInput]) -> list[Notification]:
+    """SQLite (and any other backend): check, number and insert, inside the caller's
+    transaction and under the process's writer lock (write_lock.py)."""
+    known = _known_ids(candidates.keys())
+    new_events = [e for message_id, e in candidates.items() if message_id not in known]
+    next_seq = allocate_seqs(Counter(event.station.pk for event in new_events))
+    received_at = timezone.now()
+    new_rows = []
+    for event in new_events:
+        new_rows.append(_new_row(event, next_seq[event.station.pk], received_at))
+        next_seq[event.station.pk] += 1
+    if new_rows:
+        Notification.objects.bulk_create(new_rows)
+        LogEntry.objects.bulk_create(
+            LogEntry(
+                station_id=row.station_id,
+                seq=row.seq,
+                kind=LogEntry.Kind.NOTIFICATION,
+                notification_id=row.pk,
+                created_at=received_at,
+            )
+            for row in new_rows
+        )
     return new_rows
 
 
@@ -176,13 +206,15 @@ def _known_ids(message_ids) -> set[str]:
 
 _NOTIFICATION = Notification._meta.db_table
 _STATION = Station._meta.db_table
+_LOG = LogEntry._meta.db_table
 
-# PostgreSQL: the whole group in one prepared statement, committed on its own
-# (autocommit): one round trip per group where a transaction of separate statements
-# took six (BEGIN, the known-id check, the sequences, COPY and its end, COMMIT), each a
-# wait for the database process and then for this process's GIL on a busy machine; and
-# planned once per connection. PostgreSQL's CPU per single-event ingest went from
-# 800-890 to 360-470 µs in `make bench` (docs/PERFORMANCE.md). Read from the top:
+# PostgreSQL: the group's notifications in one prepared statement: one round trip
+# where separate statements took four (the known-id check, the sequences, COPY and its
+# end), each a wait for the database process and then for this process's GIL on a busy
+# machine; and planned once per connection. PostgreSQL's CPU per single-event ingest
+# went from 800-890 to 360-470 µs in `make bench` (docs/PERFORMANCE.md). It runs inside
+# the group's transaction, which then derives faults and statuses (faults/derive.py)
+# with the stations still locked. Read from the top:
 #   incoming   the group's events, one array per column, in arrival order (ord);
 #   fresh      those whose id is not in the log yet (a sender's retry is answered
 #              from the log instead);
@@ -193,9 +225,10 @@ _STATION = Station._meta.db_table
 #   allocated  the stations' counters moved on; READ COMMITTED re-reads a row that
 #              another writer committed while this one waited for its lock;
 #   inserted   the rows, numbered from each station's previous counter in arrival
-#              order.
+#              order;
+#   logged     their entries in the station log.
 # An id that another process stores between this statement's snapshot and its insert
-# fails the unique index: the statement rolls back whole, numbers included, and
+# fails the unique index: the transaction rolls back whole, numbers included, and
 # notification_ingest_group runs it again, which then finds the row.
 _INGEST_STATEMENT = f"""
 WITH incoming AS (
@@ -237,7 +270,11 @@ inserted AS (
            f.message_id, f.fault_type, f.action, f.message, f.code, f.occurred_at,
            %b::timestamptz, f.extra, f.payload
     FROM fresh AS f JOIN allocated AS a ON a.id = f.station_id
-    RETURNING message_id, seq, id
+    RETURNING station_id, message_id, seq, id
+),
+logged AS (
+    INSERT INTO {_LOG} (station_id, seq, kind, notification_id, created_at)
+    SELECT station_id, seq, 'notification', id, %b::timestamptz FROM inserted
 )
 SELECT message_id, seq, id FROM inserted
 """  # noqa: S608 (table names from the models; every value is a parameter)
@@ -262,19 +299,26 @@ def _run_prepared(pg_connection: psycopg.Connection, params: list) -> list[tuple
     Behind a pooler in transaction mode that does not carry prepared statements over
     (PgBouncer before 1.21, or without max_prepared_statements), set CGM_PG_PREPARE=0:
     the statement is then sent unprepared, and nothing is set on the session."""
-    prepare = settings.CGM_PG_PREPARE
-    if prepare and pg_connection not in _set_up and pg_connection.autocommit:
-        # Only outside a transaction: a SET inside one is undone by its rollback.
-        pg_connection.prepare_threshold = 1_000_000  # only prepare=True prepares
-        pg_connection.execute("SET plan_cache_mode = force_generic_plan")
-        _set_up.add(pg_connection)
     with psycopg.Cursor(pg_connection) as cursor:
-        cursor.execute(_INGEST_STATEMENT, params, prepare=prepare)
+        cursor.execute(_INGEST_STATEMENT, params, prepare=settings.CGM_PG_PREPARE)
         return cursor.fetchall()
 
 
+def _set_up_connection() -> None:
+    """Ready this connection for the prepared statement (see _run_prepared). Before the
+    group's transaction: a SET inside one would be undone by its rollback."""
+    connection.ensure_connection()
+    pg_connection = connection.connection
+    if settings.CGM_PG_PREPARE and pg_connection not in _set_up and not connection.in_atomic_block:
+        pg_connection.prepare_threshold = 1_000_000  # only prepare=True prepares
+        with connection.wrap_database_errors:
+            pg_connection.execute("SET plan_cache_mode = force_generic_plan")
+        _set_up.add(pg_connection)
+
+
 def _statement_params(events: list[EventInput], received_at) -> list:
-    """_INGEST_STATEMENT's parameters: one array per column, then the receive time."""
+    """_INGEST_STATEMENT's parameters: one array per column, then the receive time
+    (the notifications'), then the log entries' creation time (the same)."""
     return [
         [e.station.pk for e in events],
         [e.box.pk if e.box is not None else None for e in events],
@@ -288,19 +332,17 @@ def _statement_params(events: list[EventInput], received_at) -> list:
         [Jsonb(e.extra) for e in events],
         [Jsonb(e.payload) for e in events],
         received_at,
+        received_at,
     ]
 
 
-def _write_postgresql(candidates: dict[str, EventInput], publish) -> list[Notification]:
+def _write_postgresql(candidates: dict[str, EventInput]) -> list[Notification]:
+    """The group's new notifications, inserted and logged by _INGEST_STATEMENT inside the
+    caller's transaction; a sender's retry (an id already stored) is left out."""
     events = list(candidates.values())
     received_at = timezone.now()
     params = _statement_params(events, received_at)
-    connection.ensure_connection()
-    # Inside a caller's transaction (tests, or any caller's atomic block) the statement
-    # gets a savepoint, so a raced duplicate id fails the statement alone and the retry
-    # in notification_ingest_group can run; on its own it is its own transaction.
-    nested = transaction.atomic() if connection.in_atomic_block else nullcontext()
-    with nested, connection.wrap_database_errors:
+    with connection.wrap_database_errors:
         inserted = {
             message_id: (seq, pk)
             for message_id, seq, pk in _run_prepared(connection.connection, params)
@@ -313,22 +355,4 @@ def _write_postgresql(candidates: dict[str, EventInput], publish) -> list[Notifi
             row._state.adding = False  # stored, as bulk_create leaves its rows
             row._state.db = connection.alias
             new_rows.append(row)
-    if new_rows:
-        _publish_when_committed(publish, new_rows)
     return new_rows
-
-
-def _allocate_sequences(counts: dict[int, int]) -> list[tuple[int, int, int]]:
-    """Reserve `count` sequence numbers per station; returns (station, count, last).
-    Outside PostgreSQL (SQLite has one writer at a time and no round trips): one UPDATE
-    per station, in key order, inside the caller's transaction."""
-    allocated = []
-    with connection.cursor() as cursor:
-        for station_id in sorted(counts):
-            cursor.execute(
-                f"UPDATE {_STATION} SET log_seq = log_seq + %s WHERE id = %s "  # noqa: S608
-                "RETURNING log_seq",
-                [counts[station_id], station_id],
-            )
-            allocated.append((station_id, counts[station_id], cursor.fetchone()[0]))
-    return allocated

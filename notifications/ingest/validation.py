@@ -10,7 +10,27 @@ from rest_framework.fields import SkipField, empty
 
 from notifications.ingest.storable import extra_problems
 from stations import lookup
-from stations.models import Box, Connector, Station
+from stations.models import STATUSES, Box, Connector, Station
+
+# Optional fields that steer the fault and status of an event (faults/derive.py). They
+# stay in `extra` as posted (the notification's shape does not change); here they are
+# only checked, so a typo is a 400 naming the field rather than a silently ignored value.
+SEVERITIES = ("critical", "error", "warning", "info")
+
+
+def fault_field_problems(raw: dict) -> dict[str, list[str]]:
+    problems = {}
+    severity = raw.get("severity")
+    if severity is not None and severity not in SEVERITIES:
+        problems["severity"] = [f"Must be one of: {', '.join(SEVERITIES)}."]
+    status = raw.get("status")
+    if status is not None and status not in STATUSES:
+        problems["status"] = [f"Must be one of: {', '.join(sorted(STATUSES))}."]
+    cleared = raw.get("cleared")
+    if cleared is not None and not isinstance(cleared, bool):
+        problems["cleared"] = ["Must be true or false."]
+    return problems
+
 
 # Keys the model stores in columns; anything else a sender adds is kept in `extra`.
 KNOWN_KEYS = {
@@ -201,6 +221,7 @@ def _check_event(raw: dict, equipment: Equipment) -> tuple[EventInput | None, di
         except serializers.ValidationError as exc:
             errors[name] = exc.detail
     errors.update(extra_problems({k: v for k, v in raw.items() if k not in KNOWN_KEYS}))
+    errors.update(fault_field_problems(raw))
     if errors:
         return None, errors
     try:

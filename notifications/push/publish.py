@@ -1,9 +1,9 @@
-"""Publishing: the one function that hands committed notifications to the streams.
+"""Publishing: the one function that hands committed log entries to the streams.
 
-`publish_notifications` runs only once the rows are committed (the ingest's services
+`publish_frames` runs only once the log entries are committed (the ingest's services
 register it with `transaction.on_commit`; the group committer's publisher thread calls
-it in commit order), so a rolled-back ingest never reaches a client. It sends each
-event to the three places streams are held:
+it in commit order; operator actions register it too), so a rolled-back change never
+reaches a client. It sends each frame to the three places streams are held:
 
 - Pushpin nodes (GRIP_URL): one ordered publish for the whole group (pushpin.py);
 - this process's streams (local.py);
@@ -15,25 +15,16 @@ delivers locally itself".
 
 from django.conf import settings
 
-from notifications.models import Notification
 from notifications.push import redis_fanout
 from notifications.push.local import LiveEvent, local_channels
 from notifications.push.pushpin import publish_to_pushpin
-from notifications.wire import EVENT_TYPE, encode_data, notification_data, station_channel
 
 
-def publish_notifications(notifications: list[Notification]) -> None:
-    outgoing = [
-        (
-            station_channel(notification.station.code),
-            EVENT_TYPE,
-            encode_data(notification_data(notification)),
-            notification.seq,
-        )
-        for notification in notifications
-    ]
+def publish_frames(frames: list[LiveEvent]) -> None:
+    """Committed log entries (notification, status and fault frames), in log order."""
+    outgoing = [(frame.channel, frame.type, frame.data, frame.id) for frame in frames]
     if settings.GRIP_URLS:
         publish_to_pushpin(outgoing)
-    local_channels.deliver([LiveEvent(*event) for event in outgoing])
+    local_channels.deliver(frames)
     if redis_fanout.enabled():
         redis_fanout.broadcast(outgoing)

@@ -69,7 +69,7 @@ def grip_response(
     for entry in entries:
         if entry.seq > last[entry.station_code]:
             last[entry.station_code] = entry.seq
-            body.append(sse_frame("notification", entry.data, format_cursor(last)))
+            body.append(sse_frame(entry.kind, entry.data, format_cursor(last)))
 
     response = HttpResponse(_escape("".join(body)), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

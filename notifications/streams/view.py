@@ -35,7 +35,6 @@ from notifications.streams.channels import forbidden_stations
 from notifications.streams.keepalive import keepalive
 from notifications.streams.pushpin import grip_last_cursor, grip_response, next_link_principal
 from notifications.wire import (
-    EVENT_TYPE,
     CursorError,
     cursor_from_request,
     format_cursor,
@@ -307,7 +306,7 @@ class NotificationStream:
             # The log is the truth: take its order even across a pruned hole.
             if entry.seq > self.last[entry.station_code]:
                 self.last[entry.station_code] = entry.seq
-                out.append(sse_frame(EVENT_TYPE, entry.data, format_cursor(self.last)))
+                out.append(sse_frame(entry.kind, entry.data, format_cursor(self.last)))
         return "".join(out), (behind if len(entries) >= page else set())
 
     def _accept_live(self, queued: dict) -> tuple[str, set[str]]:
