@@ -1,29 +1,35 @@
 """Faults and live status from newly stored notifications, on the one ingest path.
 
-Runs inside the ingest's transaction (notifications/ingest/services.py), after the
-notifications are inserted and with their stations' rows locked, so it is the only
-writer of these stations' faults, statuses and log until commit: a crash leaves all of
-it or none. The rules are the admin's (faults/rules.py); docs/FAULTS.md explains them.
+Pure: given the new notifications (in order) and the current state of what they may
+touch (CurrentState: their keys' unresolved faults, their boxes' and connectors'
+statuses), it works out every change by the admin's rules (faults/rules.py,
+docs/FAULTS.md). Reading that state and writing the result is faults/persist.py's, in
+the ingest's transaction with the stations' rows locked (notifications/ingest/), so a
+crash leaves all of it or none.
 
-Returns the log entries the changes make, in order: for each event its status change,
-then its fault change. The caller numbers them after the event's notifications and
-writes them to the log (notifications/log.py).
+The changes come out in log order: for each event its status change, then its fault
+change; the ingest numbers them after the group's notifications.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from faults.models import EventRule, Fault, Severity
-from faults.rules import current_rules
+from faults.rules import Rules
 from faults.wire import box_status_data, connector_status_data, fault_data
 from notifications.models import LogEntry, Notification
 from stations.models import STATUSES, BoxStatus, ConnectorStatus, Station
 
 OFFLINE = "OFFLINE"  # the fault the silence runner opens for a box that went quiet
-_FAULT_FIELDS = [
-    "severity", "state", "occurrences", "first_seen", "last_seen",
-    "resolved_by", "resolved_at",
-]  # fmt: skip
 _SEVERITIES = frozenset(Severity.values)
+
+
+def fault_key(station_id, box_id, connector_id, fault_type, code) -> tuple:
+    return (station_id, box_id, connector_id, fault_type, code)
+
+
+def key_of(fault: Fault) -> tuple:
+    return fault_key(fault.station_id, fault.box_id, fault.connector_id, fault.fault_type,
+                     fault.code)  # fmt: skip
 
 
 @dataclass
@@ -36,39 +42,74 @@ class Change:
     fault: Fault | None = None  # a new fault gets its id in the data once inserted
 
 
-def derive_changes(rows: list[Notification]) -> list[Change]:
-    if not rows:
-        return []
-    deriving = _Derivation(rows)
+@dataclass
+class CurrentState:
+    """What the events may touch, as stored: unresolved faults by key, statuses by id."""
+
+    faults: dict[tuple, Fault]
+    boxes: dict[int, BoxStatus]
+    connectors: dict[int, ConnectorStatus]
+
+
+@dataclass
+class Derived:
+    changes: list[Change] = field(default_factory=list)
+    new_faults: list[Fault] = field(default_factory=list)
+    changed_faults: dict[int, Fault] = field(default_factory=dict)
+    changed_boxes: dict[int, BoxStatus] = field(default_factory=dict)
+    changed_connectors: dict[int, ConnectorStatus] = field(default_factory=dict)
+
+    def fill_new_fault_ids(self) -> None:
+        """Once the new faults are inserted: their ids into the changes' data."""
+        for change in self.changes:
+            if change.fault is not None and change.data["id"] is None:
+                change.data["id"] = str(change.fault.pk)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What to read for a group of events (a superset: known ids included)."""
+
+    station_ids: set[int]
+    fault_types: set[str]
+    box_ids: set[int]
+    connector_ids: set[int]  # only those whose status an event sets
+
+
+def wanted_for(events) -> Wanted:
+    """Events or notification rows: anything with station/box/connector ids, fault
+    type and extra."""
+    box_ids = {e.box.pk for e in events if e.box is not None}
+    return Wanted(
+        station_ids={e.station.pk for e in events},
+        fault_types={e.fault_type for e in events} | ({OFFLINE} if box_ids else set()),
+        box_ids=box_ids,
+        connector_ids={e.connector.pk for e in events if e.connector is not None and _status(e)},
+    )
+
+
+def derive(rows: list[Notification], state: CurrentState, rules: Rules) -> Derived:
+    derivation = _Derivation(state, rules)
     for row in rows:
-        deriving.apply(row)
-    return deriving.save()
-
-
-def _key(station_id, box_id, connector_id, fault_type, code):
-    return (station_id, box_id, connector_id, fault_type, code)
+        derivation.apply(row)
+    return derivation.result
 
 
 class _Derivation:
-    def __init__(self, rows: list[Notification]):
-        self.rules = current_rules()
-        self.changes: list[Change] = []
-        self.faults = _unresolved_faults(rows)
-        box_ids = {row.box_id for row in rows if row.box_id is not None}
-        connector_ids = {row.connector_id for row in rows if row.connector_id is not None}
-        self.boxes = {s.pk: s for s in BoxStatus.objects.filter(pk__in=box_ids)} if box_ids else {}
-        self.connectors = (
-            {s.pk: s for s in ConnectorStatus.objects.filter(pk__in=connector_ids)}
-            if connector_ids and any(_status(row) for row in rows)
-            else {}
-        )
-        self.new_faults: list[Fault] = []
-        self.changed_faults: dict[int, Fault] = {}
-        self.changed_boxes: dict[int, BoxStatus] = {}
-        self.changed_connectors: dict[int, ConnectorStatus] = {}
+    def __init__(self, state: CurrentState, rules: Rules):
+        self.rules = rules
+        self.faults = state.faults
+        self.boxes = state.boxes
+        self.connectors = state.connectors
+        self.result = Derived()
+        self.changes = self.result.changes
+        self.new_faults = self.result.new_faults
+        self.changed_faults = self.result.changed_faults
+        self.changed_boxes = self.result.changed_boxes
+        self.changed_connectors = self.result.changed_connectors
 
     def apply(self, row: Notification) -> None:
-        at = row.occurred_at or row.received_at
+        at = _event_time(row)
         status = _status(row)
         if row.box is not None:
             self._heard_from_box(row)
@@ -81,12 +122,13 @@ class _Derivation:
             status=status,
             cleared=row.extra.get("cleared") is True,
         )
-        key = _key(row.station_id, row.box_id, row.connector_id, row.fault_type, row.code)
+        key = fault_key(row.station_id, row.box_id, row.connector_id, row.fault_type, row.code)
         if effect == EventRule.Effect.CLEAR:
             fault = self.faults.get(key)
             # A clearing report older than the fault's latest firing is stale: the
             # fault fired again after it, so it stays open.
             if fault is not None and at >= fault.last_seen:
+                self._attach(fault, row)
                 self._resolve(fault, f"event:{row.message_id}", at)
         elif effect == EventRule.Effect.FAULT:
             self._fire(key, row, at)
@@ -98,8 +140,9 @@ class _Derivation:
         if live.last_seen is None or row.received_at > live.last_seen:
             live.last_seen = row.received_at  # lastSeen alone is not pushed
         self.changed_boxes[row.box_id] = live
-        offline = self.faults.get(_key(row.station_id, row.box_id, None, OFFLINE, ""))
+        offline = self.faults.get(fault_key(row.station_id, row.box_id, None, OFFLINE, ""))
         if offline is not None:
+            self._attach(offline, row)
             self._resolve(offline, "system", row.received_at)
 
     def _set_status(self, row: Notification, status: str, at) -> None:
@@ -143,6 +186,7 @@ class _Derivation:
             self.faults[key] = fault
             self.new_faults.append(fault)
         else:
+            self._attach(fault, row)
             fault.occurrences += 1
             fault.last_seen = max(fault.last_seen, at)
             fault.first_seen = min(fault.first_seen, at)
@@ -151,12 +195,21 @@ class _Derivation:
             self._changed(fault)
         self._record(fault)
 
+    @staticmethod
+    def _attach(fault: Fault, row: Notification) -> None:
+        """The event's equipment rows onto a stored fault of its key (or its box's
+        OFFLINE fault), so that rendering it never queries."""
+        fault.station = row.station
+        if fault.box_id is not None:
+            fault.box = row.box
+        if fault.connector_id is not None:
+            fault.connector = row.connector
+
     def _resolve(self, fault: Fault, by: str, at) -> None:
         fault.state = Fault.State.RESOLVED
         fault.resolved_by = by
         fault.resolved_at = at
-        del self.faults[_key(fault.station_id, fault.box_id, fault.connector_id,
-                             fault.fault_type, fault.code)]  # fmt: skip
+        del self.faults[key_of(fault)]
         self._changed(fault)
         self._record(fault)
 
@@ -169,35 +222,19 @@ class _Derivation:
             Change(fault.station, LogEntry.Kind.FAULT.value, fault_data(fault), fault)
         )
 
-    def save(self) -> list[Change]:
-        # Updates first: a fault resolved and fired again in one group frees its key
-        # (the unique index on unresolved keys) before its successor is inserted.
-        if self.changed_faults:
-            Fault.objects.bulk_update(self.changed_faults.values(), _FAULT_FIELDS)
-        if self.new_faults:
-            Fault.objects.bulk_create(self.new_faults)
-        if self.changed_boxes:
-            BoxStatus.objects.bulk_create(
-                self.changed_boxes.values(),
-                update_conflicts=True,
-                unique_fields=["box"],
-                update_fields=["status", "since", "last_seen"],
-            )
-        if self.changed_connectors:
-            ConnectorStatus.objects.bulk_create(
-                self.changed_connectors.values(),
-                update_conflicts=True,
-                unique_fields=["connector"],
-                update_fields=["status", "since"],
-            )
-        for change in self.changes:
-            if change.fault is not None and change.data["id"] is None:
-                change.data["id"] = str(change.fault.pk)
-        return self.changes
+
+def _event_time(row: Notification):
+    """The device's time, else the receive time. A device clock ahead of ours counts as
+    now: a report stamped in the future would otherwise outrank every real one, freezing
+    a status and leaving a fault no clearing report could resolve."""
+    occurred = row.occurred_at
+    if occurred is None or occurred > row.received_at:
+        return row.received_at
+    return occurred
 
 
-def _status(row: Notification) -> str:
-    status = row.extra.get("status")
+def _status(event) -> str:
+    status = event.extra.get("status")
     return status if status in STATUSES else ""
 
 
@@ -207,24 +244,3 @@ def _newer_status(live, status: str, at) -> bool:
     if live.since is not None and at < live.since:
         return False
     return live.status != status
-
-
-def _unresolved_faults(rows: list[Notification]) -> dict[tuple, Fault]:
-    """The unresolved faults these events may touch, by key: narrowed by station and
-    fault type (the unique index on unresolved keys serves it), matched exactly here."""
-    station_ids = {row.station_id for row in rows}
-    types = {row.fault_type for row in rows}
-    if any(row.box_id is not None for row in rows):
-        types.add(OFFLINE)
-    stations = {row.station_id: row.station for row in rows}
-    found = {}
-    for fault in (
-        Fault.objects.filter(station_id__in=station_ids, fault_type__in=types)
-        .exclude(state=Fault.State.RESOLVED)
-        .select_related("box", "connector")
-        .order_by()
-    ):
-        fault.station = stations[fault.station_id]
-        found[_key(fault.station_id, fault.box_id, fault.connector_id,
-                   fault.fault_type, fault.code)] = fault  # fmt: skip
-    return found

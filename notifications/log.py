@@ -9,8 +9,10 @@ row locked (the ingest's statement locks it; operator actions lock it first).
 from collections import Counter
 from dataclasses import dataclass
 
+import psycopg
 from django.db import connection
 from django.db.models import Q
+from django.utils import timezone
 
 from notifications.models import LogEntry
 from notifications.push.local import LiveEvent
@@ -18,6 +20,7 @@ from notifications.wire import encode_data, notification_data, station_channel
 from stations.models import Station
 
 _STATION = Station._meta.db_table
+_LOG = LogEntry._meta.db_table
 
 
 @dataclass(frozen=True)
@@ -61,23 +64,90 @@ def allocate_seqs(counts: dict[int, int]) -> dict[int, int]:
         return {station_id: last - counts[station_id] + 1 for station_id, last in cursor}
 
 
-def append_changes(changes) -> list[LiveEvent]:
-    """Number and write log entries for changes (anything with .station, .kind and
-    .data: faults/derive.py's Change); returns them as frames to publish on commit."""
-    if not changes:
-        return []
-    next_seq = allocate_seqs(Counter(change.station.pk for change in changes))
-    entries, frames = [], []
+def log_notifications(rows) -> None:
+    """Log entries for notifications just inserted (outside PostgreSQL, where the
+    ingest statement writes them itself). A notification's frame is rendered from its
+    row, so its entry only points at it."""
+    created = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {_LOG} (station_id, seq, kind, notification_id, created_at) "  # noqa: S608
+            "VALUES (%s, %s, 'notification', %s, %s)",
+            [(row.station_id, row.seq, row.pk, created) for row in rows],
+        )
+
+
+def number_changes(changes, last_seq: dict[int, int]) -> tuple[list[tuple], list[LiveEvent]]:
+    """Give changes (anything with .station, .kind and .data: faults/derive.py's
+    Change) the numbers after each station's `last_seq` (moved on in place): their log
+    rows (station, seq, kind, data JSON) and their frames to publish on commit."""
+    rows, frames = [], []
     for change in changes:
         station = change.station
-        seq = next_seq[station.pk]
-        next_seq[station.pk] = seq + 1
-        entries.append(LogEntry(station_id=station.pk, seq=seq, kind=change.kind, data=change.data))
-        frames.append(
-            LiveEvent(station_channel(station.code), change.kind, encode_data(change.data), seq)
-        )
-    LogEntry.objects.bulk_create(entries)
+        seq = last_seq[station.pk] + 1
+        last_seq[station.pk] = seq
+        data = encode_data(change.data)
+        rows.append((station.pk, seq, change.kind, data))
+        frames.append(LiveEvent(station_channel(station.code), change.kind, data, seq))
+    return rows, frames
+
+
+def append_changes(changes) -> list[LiveEvent]:
+    """Number and write changes made outside the ingest (an operator's action): their
+    stations' counters move on here, under the row lock the caller holds."""
+    if not changes:
+        return []
+    first = allocate_seqs(Counter(change.station.pk for change in changes))
+    rows, frames = number_changes(changes, {pk: seq - 1 for pk, seq in first.items()})
+    _write_entries(rows, timezone.now())
     return frames
+
+
+def write_changes(rows: list[tuple], last_seq: dict[int, int]) -> None:
+    """The ingest's derived entries (number_changes), and each station's counter set to
+    its last number. On PostgreSQL one statement, queued on the ingest's pipeline."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {_STATION} SET log_seq = %s WHERE id = %s",  # noqa: S608
+                [(seq, pk) for pk, seq in last_seq.items()],
+            )
+        _write_entries(rows, timezone.now())
+        return
+    stations = sorted(last_seq)
+    psycopg.Cursor(connection.connection).execute(
+        f"WITH moved AS (UPDATE {_STATION} AS s SET log_seq = m.last "  # noqa: S608
+        "FROM unnest(%b::bigint[], %b::bigint[]) AS m(id, last) WHERE s.id = m.id) "
+        f"INSERT INTO {_LOG} (station_id, seq, kind, data, created_at) "
+        "SELECT s, q, k, d::jsonb, %b FROM unnest("
+        "%b::bigint[], %b::bigint[], %b::text[], %b::text[]) AS e(s, q, k, d)",
+        [stations, [last_seq[pk] for pk in stations], timezone.now(),
+         *map(list, zip(*rows, strict=True))],
+    )  # fmt: skip
+
+
+def _write_entries(rows: list[tuple[int, int, str, str]], created_at) -> None:
+    """(station, seq, kind, data JSON) rows into the log in one statement: a batch's
+    fault changes are one per event, and the ORM's bulk_create cost more per row than
+    the rest of the derivation."""
+    if connection.vendor == "postgresql":
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(
+                f"INSERT INTO {_LOG} (station_id, seq, kind, data, created_at) "  # noqa: S608
+                "SELECT s, q, k, d::jsonb, %b FROM unnest("
+                "%b::bigint[], %b::bigint[], %b::text[], %b::text[]) AS e(s, q, k, d)",
+                [created_at, *map(list, zip(*rows, strict=True))],
+            )
+        return
+    created = connection.ops.adapt_datetimefield_value(created_at)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {_LOG} (station_id, seq, kind, data, created_at) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s)",
+            [(*row, created) for row in rows],
+        )
 
 
 def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[LogItem]:

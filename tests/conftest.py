@@ -32,7 +32,9 @@ def default_fault_rules(request):
 
     forget_rules()
     marker = request.node.get_closest_marker("django_db")
-    wanted = {"db", "transactional_db"} & set(request.fixturenames)
+    callspec = getattr(request.node, "callspec", None)
+    parameters = set(callspec.params) if callspec is not None else set()  # e.g. a "db" param
+    wanted = {"db", "transactional_db"} & (set(request.fixturenames) - parameters)
     if marker is not None:
         wanted.add("transactional_db" if marker.kwargs.get("transaction") else "db")
     if wanted:

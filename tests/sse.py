@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+LOG_EVENTS = ("notification", "status", "fault")
+
 
 @dataclass
 class SSEEvent:
@@ -107,6 +109,17 @@ class SSEStream:
             found.append(self.next_of(event_type, max(0.01, deadline - time.monotonic())))
         return found
 
+    def collect_log(self, count: int, timeout: float = 10.0) -> list[SSEEvent]:
+        """The next `count` frames of the station log (notification, status, fault), in
+        arrival order; stream-open and other control frames are skipped."""
+        deadline = time.monotonic() + timeout
+        found = []
+        while len(found) < count:
+            event = self.next(max(0.01, deadline - time.monotonic()))
+            if event.event in LOG_EVENTS:
+                found.append(event)
+        return found
+
     def quiet(self, event_type: str, seconds: float) -> list[SSEEvent]:
         """Everything of a type that arrives within `seconds` (expected: nothing)."""
         deadline = time.monotonic() + seconds
@@ -127,3 +140,23 @@ class SSEStream:
 
     def close(self):
         self._stop.set()
+
+
+def positions_per_station(frames: list[SSEEvent]) -> dict[str, list[int]]:
+    """For each station, the log numbers its frames carried, in arrival order, read
+    from each frame's cursor (`id:`): a frame moves exactly one station's position."""
+    from notifications.wire import parse_cursor
+
+    seen: dict[str, list[int]] = {}
+    last: dict[str, int] = {}
+    for frame in frames:
+        cursor = parse_cursor(frame.id)
+        moved = [code for code, seq in cursor.items() if last.get(code) != seq]
+        if last:
+            assert len(moved) == 1, (frame.id, last)
+        else:
+            moved = [code for code in moved if code == json.loads(frame.data)["stationId"]]
+        for code in moved:
+            seen.setdefault(code, []).append(cursor[code])
+        last = cursor
+    return seen

@@ -453,7 +453,10 @@ def test_a_good_post_is_stored_alike_however_it_presents_itself(door):
         key = door.keys[key_name]
         responses, events = {}, {}
         for variant in KEY_VARIANTS:
-            event = make_event("ST003", id=f"good-{key_name}-{variant_id(variant)}")
+            # A notice: each post takes exactly one number of the station's log.
+            event = make_event(
+                "ST003", id=f"good-{key_name}-{variant_id(variant)}", faultType="GENERAL"
+            )
             events[variant] = event
             content = json.dumps(event).encode()
             headers = sign_request(key, content) if key_name == "signed" else {}
@@ -681,10 +684,11 @@ def pg_door(tmp_path):
 
 def test_a_database_outage_answers_503_retry_after_1_and_the_retry_is_stored_once(pg_door):
     server, name = pg_door
-    warm = make_event(A, id="before-the-outage")
+    # Notices: one log number per event, so the retry's seq is 2.
+    warm = make_event(A, id="before-the-outage", faultType="GENERAL")
     assert server.post(warm).status_code == 201
 
-    event = make_event(A, id="during-the-outage")
+    event = make_event(A, id="during-the-outage", faultType="GENERAL")
     set_connections_allowed(name, False)
     try:
         # At once (the key still in the server's cache: the writer meets the outage),
@@ -821,7 +825,7 @@ STREAM_ERRORS = {
             "status": 403,
             "body": {
                 "error": "forbidden",
-                "message": "Streams need an API key with the subscribe scope.",
+                "message": "Streams need an API key with the subscribe or operate scope.",
             },
             "content-type": JSON,
         },

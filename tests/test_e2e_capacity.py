@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import make_event
 from tests.server import DaphneServer
-from tests.sse import SSEStream
+from tests.sse import SSEStream, positions_per_station
 
 pytestmark = pytest.mark.e2e
 
@@ -116,17 +116,19 @@ def test_concurrent_posters_on_sqlite_lose_nothing(tmp_path):
 
         total = posters * per_poster
         assert statuses.count(201) == total, {s: statuses.count(s) for s in set(statuses)}
-        delivered = stream.collect("notification", total, timeout=60)
-        ids = [e.json()["id"] for e in delivered]
+        # Every event is the same fault key per station: its notification, and its
+        # fault opened or raised. The stream carries each station's whole log.
+        delivered = stream.collect_log(2 * total, timeout=60)
+        ids = [e.json()["id"] for e in delivered if e.event == "notification"]
         assert len(set(ids)) == total
         assert stream.quiet("notification", 0.5) == []
         # Per station, the stream saw 1, 2, 3, ... with no hole and no repeat.
-        by_station: dict[str, list[int]] = {}
-        for event in delivered:
-            data = event.json()
-            by_station.setdefault(data["stationId"], []).append(data["seq"])
-        for seqs in by_station.values():
+        for seqs in positions_per_station(delivered).values():
             assert seqs == list(range(1, len(seqs) + 1))
+        occurrences = {
+            e.json()["stationId"]: e.json()["occurrences"] for e in delivered if e.event == "fault"
+        }
+        assert sum(occurrences.values()) == total  # every event counted on its fault
         assert "database is locked" not in server.log()
     finally:
         server.stop()

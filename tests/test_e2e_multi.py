@@ -21,7 +21,7 @@ from tests.services import (
     RedisServer,
     pg_connections,
 )
-from tests.sse import SSEStream
+from tests.sse import SSEStream, positions_per_station
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,7 @@ def test_a_redis_restart_loses_nothing_and_listeners_reconnect_by_themselves(wor
         assert opened.quiet("notification", 0.5) == []
 
 
-def test_concurrent_posters_on_postgres_get_contiguous_sequences(workers):
+def test_concurrent_posters_on_postgres_get_contiguous_logs_and_one_fault_per_key(workers):
     first, second = workers
     watchers = [stream(first, A, B), stream(second, A, B)]
     posters, per_poster = 16, 20
@@ -117,14 +117,20 @@ def test_concurrent_posters_on_postgres_get_contiguous_sequences(workers):
         statuses = [s for result in pool.map(poster, range(posters)) for s in result]
     assert statuses.count(201) == posters * per_poster
 
+    # Every event fires its station's one fault key: a notification and a fault change
+    # each, written by two processes racing on the same stations and the same faults.
+    total = posters * per_poster
     for opened in watchers:
-        delivered = opened.collect("notification", posters * per_poster, timeout=60)
-        seqs: dict[str, list[int]] = {}
-        for event in delivered:
-            data = event.json()
-            seqs.setdefault(data["stationId"], []).append(data["seq"])
-        for station_seqs in seqs.values():
-            assert station_seqs == list(range(1, len(station_seqs) + 1))
+        delivered = opened.collect_log(2 * total, timeout=60)
+        for seqs in positions_per_station(delivered).values():
+            assert seqs == list(range(1, len(seqs) + 1))
+        notifications = [e.json() for e in delivered if e.event == "notification"]
+        assert len({data["id"] for data in notifications}) == total
+        faults = [e.json() for e in delivered if e.event == "fault"]
+        fault_ids = {(data["stationId"], data["id"]) for data in faults}
+        assert sorted(station for station, _ in fault_ids) == sorted([A, B])
+        last = {data["stationId"]: data["occurrences"] for data in faults}
+        assert sum(last.values()) == total  # one open fault per station, every event on it
         assert opened.quiet("notification", 0.5) == []
 
 

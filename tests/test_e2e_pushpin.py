@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import make_event
 from tests.server import DaphneServer
 from tests.services import PushpinServer
-from tests.sse import SSEStream
+from tests.sse import SSEStream, positions_per_station
 
 pytestmark = pytest.mark.e2e
 
@@ -60,10 +60,17 @@ def test_pushpin_delivers_live_events_in_order_exactly_once(pushpin_stack):
         (first, second)[n % 3 % 2].post(event)
         sent.append(event)
 
-    received = stream.collect("notification", 10, timeout=15)
+    # Each event: its notification, then its fault opened or raised, through Pushpin.
+    frames = stream.collect_log(20, timeout=15)
+    received = [e for e in frames if e.event == "notification"]
     assert [e.json()["id"] for e in received] == [e["id"] for e in sent]
     assert received[-1].json()["message"] == "90% load"
-    assert received[-1].id == f"{A}:5,{B}:5"
+    assert [e.event for e in frames] == ["notification", "fault"] * 10
+    assert [e.json()["occurrences"] for e in frames if e.event == "fault"] == [
+        1, 1, 2, 2, 3, 3, 4, 4, 5, 5,
+    ]  # fmt: skip
+    assert positions_per_station(frames) == {A: list(range(1, 11)), B: list(range(1, 11))}
+    assert frames[-1].id == f"{A}:10,{B}:10"
     assert stream.quiet("notification", 0.5) == []
     # Contiguous ids mean Pushpin has no gap to recover from. On a quiet machine this
     # is 0; under heavy load Pushpin has been seen to recover once, which costs one
@@ -126,9 +133,12 @@ def test_batches_across_stations_need_no_recovery_either(pushpin_stack):
     first.post(batch)
     second.post([make_event(B), make_event(A)])
 
-    received = stream.collect("notification", 6, timeout=15)
+    # Per batch and station: the notifications first, then their fault changes.
+    frames = stream.collect_log(12, timeout=15)
+    received = [e for e in frames if e.event == "notification"]
     assert [e.json()["id"] for e in received[:4]] == [e["id"] for e in batch]
-    assert received[-1].id == f"{A}:3,{B}:3"
+    assert positions_per_station(frames) == {A: list(range(1, 7)), B: list(range(1, 7))}
+    assert frames[-1].id == f"{A}:6,{B}:6"
     assert stream.quiet("notification", 0.5) == []
 
 

@@ -5,9 +5,17 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import make_event
+from tests.conftest import make_event as any_event
 from tests.server import DaphneServer
 from tests.sse import SSEStream
+
+
+def make_event(*args, **fields):
+    """A notice (it opens no fault), so a station's log holds only these notifications
+    and the cursors below read plainly; fault and status frames on the stream and in
+    resume: tests/test_e2e_faults.py."""
+    return any_event(*args, **{"faultType": "GENERAL", **fields})
+
 
 pytestmark = pytest.mark.e2e
 

@@ -16,9 +16,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, connections, transaction
 
+from faults.models import Fault
 from notifications.ingest.services import notification_ingest_group
 from notifications.ingest.validation import validate_events
-from faults.models import Fault
 from notifications.models import LogEntry, Notification
 from stations.models import Station
 from tests.conftest import make_event
@@ -299,18 +299,16 @@ def test_the_statement_is_prepared_once_per_connection():
 
 
 def test_without_prepared_statements_for_poolers_nothing_is_prepared_or_set(settings):
-    from django.utils import timezone
-
-    from notifications.ingest.services import _run_prepared, _statement_params
-
     settings.CGM_PG_PREPARE = False
-    events = events_for(make_event("ST001", id="unprepared"), make_event("ST002"))
-    with other_connection() as fresh:
-        fresh.autocommit = True
-        rows = _run_prepared(fresh, _statement_params(events, timezone.now()))
-        assert sorted((message_id, seq) for message_id, seq, _ in rows) == [
-            (events[1].message_id, 1),
-            ("unprepared", 1),
-        ]
-        assert fresh.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
-        assert fresh.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
+    connection.close()
+    connection.close_pool()  # a fresh session: nothing set up on it yet
+    result = notification_ingest_group(
+        [events_for(make_event("ST001", id="unprepared"), make_event("ST002"))],
+        publish=lambda frames: None,
+    )
+    assert [s.created for s in result[0]] == [True, True]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "auto"

@@ -7,27 +7,23 @@ fault frames (docs/EVENT_FLOW.md).
 """
 
 import logging
-import weakref
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass
 
-import psycopg
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
-from faults.derive import derive_changes
+from faults import persist
+from faults.derive import derive, wanted_for
+from faults.rules import current_rules
+from notifications.ingest.postgresql import store_postgresql
+from notifications.ingest.rows import new_row, notification_frame
 from notifications.ingest.validation import EventInput
 from notifications.ingest.write_lock import write_lock
-from notifications.log import allocate_seqs, append_changes
-from notifications.models import LogEntry, Notification
+from notifications.log import allocate_seqs, log_notifications, number_changes, write_changes
+from notifications.models import Notification
 from notifications.push.local import LiveEvent
 from notifications.push.publish import publish_frames
-from notifications.wire import encode_data, notification_data, station_channel
-from stations.models import Station
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +76,16 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
         for event in request:
             candidates.setdefault(event.message_id, event)
 
-    postgresql = connection.vendor == "postgresql"
-    if postgresql:
-        _set_up_connection()
     # One transaction for the notifications, their log entries and everything derived
     # from them (faults, statuses and their log entries): a crash keeps all or none.
-    with nullcontext() if postgresql else write_lock(), transaction.atomic():
-        new_rows = _write_postgresql(candidates) if postgresql else _write_rows(candidates)
-        frames = [_notification_frame(row) for row in new_rows]
-        frames += append_changes(derive_changes(new_rows))
-        if frames:
-            _publish_when_committed(publish, frames)
+    if connection.vendor == "postgresql":
+        new_rows, frames = store_postgresql(candidates)
+    else:
+        with write_lock(), transaction.atomic():
+            new_rows, frames = _store_rows(candidates)
+    if frames:
+        # After the block: committed (or, inside a caller's transaction, at its commit).
+        _publish_when_committed(publish, frames)
 
     stored = {row.message_id: row for row in new_rows}
     created = {id(candidates[row.message_id]) for row in new_rows}
@@ -109,55 +104,6 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
     ]
 
 
-def _notification_frame(row: Notification) -> LiveEvent:
-    return LiveEvent(
-        station_channel(row.station.code),
-        LogEntry.Kind.NOTIFICATION.value,
-        encode_data(notification_data(row)),
-        row.seq,
-    )
-
-
-# Notification's columns in model order: new rows are built positionally, which skips
-# the related-object descriptors of keyword construction (7.5 instead of 17.7 µs a
-# row on the 2-core bench machine: a tenth of a batch's CPU). Checked at import, so a
-# model change cannot silently shift a value into the wrong column.
-_POSITIONAL_COLUMNS = (
-    "id", "station_id", "box_id", "connector_id", "seq", "message_id", "fault_type",
-    "action", "message", "code", "occurred_at", "received_at", "extra", "payload",
-)  # fmt: skip
-if tuple(f.attname for f in Notification._meta.concrete_fields) != _POSITIONAL_COLUMNS:
-    raise ImproperlyConfigured("Notification's columns changed: update _POSITIONAL_COLUMNS")
-
-
-def _new_row(event: EventInput, seq: int, received_at, pk: int | None = None) -> Notification:
-    box, connector = event.box, event.connector
-    row = Notification(
-        pk,
-        event.station.pk,
-        box.pk if box is not None else None,
-        connector.pk if connector is not None else None,
-        seq,
-        event.message_id,
-        event.fault_type,
-        event.action,
-        event.message,
-        event.code,
-        event.occurred_at,
-        received_at,
-        event.extra,
-        event.payload,
-    )
-    # The equipment rows the event was validated against: rendering the row (its
-    # codes) must never query.
-    row.station = event.station
-    if box is not None:
-        row.box = box
-    if connector is not None:
-        row.connector = connector
-    return row
-
-
 def _publish_when_committed(publish, frames: list[LiveEvent]) -> None:
     # Django calls it once the transaction commits, in commit order (the group
     # committer's publisher thread keeps that order). robust: a failing publish must
@@ -166,30 +112,27 @@ def _publish_when_committed(publish, frames: list[LiveEvent]) -> None:
     transaction.on_commit(lambda: publish(frames), robust=True)
 
 
-def _write_rows(candidates: dict[str, EventInput]) -> list[Notification]:
-    """SQLite (and any other backend): check, number and insert, inside the caller's
-    transaction and under the process's writer lock (write_lock.py)."""
+def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], list[LiveEvent]]:
+    """SQLite (and any other backend): check, number, insert and derive, inside the
+    caller's transaction and under the process's writer lock (write_lock.py)."""
     known = _known_ids(candidates.keys())
     new_events = [e for message_id, e in candidates.items() if message_id not in known]
     next_seq = allocate_seqs(Counter(event.station.pk for event in new_events))
     received_at = timezone.now()
     new_rows = []
     for event in new_events:
-        new_rows.append(_new_row(event, next_seq[event.station.pk], received_at))
+        new_rows.append(new_row(event, next_seq[event.station.pk], received_at))
         next_seq[event.station.pk] += 1
-    if new_rows:
-        Notification.objects.bulk_create(new_rows)
-        LogEntry.objects.bulk_create(
-            LogEntry(
-                station_id=row.station_id,
-                seq=row.seq,
-                kind=LogEntry.Kind.NOTIFICATION,
-                notification_id=row.pk,
-                created_at=received_at,
-            )
-            for row in new_rows
-        )
-    return new_rows
+    if not new_rows:
+        return [], []
+    Notification.objects.bulk_create(new_rows)
+    log_notifications(new_rows)
+    derived = derive(new_rows, persist.read_state(wanted_for(new_rows)), current_rules())
+    persist.write_derived(derived)
+    last_seq = {pk: seq - 1 for pk, seq in next_seq.items()}
+    rows, derived_frames = number_changes(derived.changes, last_seq)
+    write_changes(rows, last_seq)
+    return new_rows, [notification_frame(row) for row in new_rows] + derived_frames
 
 
 def _known_ids(message_ids) -> set[str]:
@@ -202,157 +145,3 @@ def _known_ids(message_ids) -> set[str]:
             list(message_ids),
         )
         return {row[0] for row in cursor.fetchall()}
-
-
-_NOTIFICATION = Notification._meta.db_table
-_STATION = Station._meta.db_table
-_LOG = LogEntry._meta.db_table
-
-# PostgreSQL: the group's notifications in one prepared statement: one round trip
-# where separate statements took four (the known-id check, the sequences, COPY and its
-# end), each a wait for the database process and then for this process's GIL on a busy
-# machine; and planned once per connection. PostgreSQL's CPU per single-event ingest
-# went from 800-890 to 360-470 µs in `make bench` (docs/PERFORMANCE.md). It runs inside
-# the group's transaction, which then derives faults and statuses (faults/derive.py)
-# with the stations still locked. Read from the top:
-#   incoming   the group's events, one array per column, in arrival order (ord);
-#   fresh      those whose id is not in the log yet (a sender's retry is answered
-#              from the log instead);
-#   wanted     how many numbers each station needs;
-#   locked     the stations' rows, locked in key order (so two writers never
-#              deadlock) and held until commit: that is what keeps each station's
-#              sequence contiguous and committed in order, which resume relies on;
-#   allocated  the stations' counters moved on; READ COMMITTED re-reads a row that
-#              another writer committed while this one waited for its lock;
-#   inserted   the rows, numbered from each station's previous counter in arrival
-#              order;
-#   logged     their entries in the station log.
-# An id that another process stores between this statement's snapshot and its insert
-# fails the unique index: the transaction rolls back whole, numbers included, and
-# notification_ingest_group runs it again, which then finds the row.
-_INGEST_STATEMENT = f"""
-WITH incoming AS (
-    SELECT * FROM unnest(
-        %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],
-        %b::text[], %b::text[], %b::timestamptz[], %b::jsonb[], %b::jsonb[]
-    ) WITH ORDINALITY AS e(
-        station_id, box_id, connector_id, message_id, fault_type, action,
-        message, code, occurred_at, extra, payload, ord
-    )
-),
-fresh AS (
-    SELECT i.* FROM incoming AS i
-    LEFT JOIN LATERAL (
-        SELECT 1 AS hit FROM {_NOTIFICATION} AS n WHERE n.message_id = i.message_id LIMIT 1
-    ) AS known ON true
-    WHERE known.hit IS NULL
-),
-wanted AS (
-    SELECT station_id, count(*) AS n FROM fresh GROUP BY station_id
-),
-locked AS (
-    SELECT s.id FROM {_STATION} AS s WHERE s.id IN (SELECT station_id FROM wanted)
-    ORDER BY s.id FOR UPDATE
-),
-allocated AS (
-    UPDATE {_STATION} AS s SET log_seq = s.log_seq + w.n
-    FROM wanted AS w, locked AS l
-    WHERE s.id = w.station_id AND s.id = l.id
-    RETURNING s.id, s.log_seq - w.n AS previous
-),
-inserted AS (
-    INSERT INTO {_NOTIFICATION} (
-        station_id, box_id, connector_id, seq, message_id, fault_type, action,
-        message, code, occurred_at, received_at, extra, payload
-    )
-    SELECT f.station_id, f.box_id, f.connector_id,
-           a.previous + row_number() OVER (PARTITION BY f.station_id ORDER BY f.ord),
-           f.message_id, f.fault_type, f.action, f.message, f.code, f.occurred_at,
-           %b::timestamptz, f.extra, f.payload
-    FROM fresh AS f JOIN allocated AS a ON a.id = f.station_id
-    RETURNING station_id, message_id, seq, id
-),
-logged AS (
-    INSERT INTO {_LOG} (station_id, seq, kind, notification_id, created_at)
-    SELECT station_id, seq, 'notification', id, %b::timestamptz FROM inserted
-)
-SELECT message_id, seq, id FROM inserted
-"""  # noqa: S608 (table names from the models; every value is a parameter)
-
-
-# Connections set up for the prepared ingest statement (see _run_prepared).
-_set_up: weakref.WeakSet = weakref.WeakSet()
-
-
-def _run_prepared(pg_connection: psycopg.Connection, params: list) -> list[tuple[str, int, int]]:
-    """The ingest statement on a server-side binding cursor (Django's own cursors bind
-    on the client), prepared once per connection, its arrays sent in binary.
-
-    Django turns psycopg's prepared statements off (prepare_threshold None, for
-    connection poolers); its own client-side cursors never prepare anyway, so turning
-    them back on for this connection touches nothing but this statement. And with
-    plan_cache_mode left at "auto", PostgreSQL re-plans a prepared statement for each
-    new set of values whenever it guesses that pays, which for this one it always
-    does: planning then cost more of the database's CPU than running it (measured:
-    800 against 420 µs a group).
-
-    Behind a pooler in transaction mode that does not carry prepared statements over
-    (PgBouncer before 1.21, or without max_prepared_statements), set CGM_PG_PREPARE=0:
-    the statement is then sent unprepared, and nothing is set on the session."""
-    with psycopg.Cursor(pg_connection) as cursor:
-        cursor.execute(_INGEST_STATEMENT, params, prepare=settings.CGM_PG_PREPARE)
-        return cursor.fetchall()
-
-
-def _set_up_connection() -> None:
-    """Ready this connection for the prepared statement (see _run_prepared). Before the
-    group's transaction: a SET inside one would be undone by its rollback."""
-    connection.ensure_connection()
-    pg_connection = connection.connection
-    if settings.CGM_PG_PREPARE and pg_connection not in _set_up and not connection.in_atomic_block:
-        pg_connection.prepare_threshold = 1_000_000  # only prepare=True prepares
-        with connection.wrap_database_errors:
-            pg_connection.execute("SET plan_cache_mode = force_generic_plan")
-        _set_up.add(pg_connection)
-
-
-def _statement_params(events: list[EventInput], received_at) -> list:
-    """_INGEST_STATEMENT's parameters: one array per column, then the receive time
-    (the notifications'), then the log entries' creation time (the same)."""
-    return [
-        [e.station.pk for e in events],
-        [e.box.pk if e.box is not None else None for e in events],
-        [e.connector.pk if e.connector is not None else None for e in events],
-        [e.message_id for e in events],
-        [e.fault_type for e in events],
-        [e.action for e in events],
-        [e.message for e in events],
-        [e.code for e in events],
-        [e.occurred_at for e in events],
-        [Jsonb(e.extra) for e in events],
-        [Jsonb(e.payload) for e in events],
-        received_at,
-        received_at,
-    ]
-
-
-def _write_postgresql(candidates: dict[str, EventInput]) -> list[Notification]:
-    """The group's new notifications, inserted and logged by _INGEST_STATEMENT inside the
-    caller's transaction; a sender's retry (an id already stored) is left out."""
-    events = list(candidates.values())
-    received_at = timezone.now()
-    params = _statement_params(events, received_at)
-    with connection.wrap_database_errors:
-        inserted = {
-            message_id: (seq, pk)
-            for message_id, seq, pk in _run_prepared(connection.connection, params)
-        }
-    new_rows = []
-    for event in events:
-        if event.message_id in inserted:
-            seq, pk = inserted[event.message_id]
-            row = _new_row(event, seq, received_at, pk)
-            row._state.adding = False  # stored, as bulk_create leaves its rows
-            row._state.db = connection.alias
-            new_rows.append(row)
-    return new_rows

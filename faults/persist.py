@@ -1,0 +1,222 @@
+"""Reading what the ingest's derivation needs, and writing what it derived.
+
+Runs inside the ingest's transaction, with the group's stations locked
+(notifications/ingest/). One job per backend:
+
+- PostgreSQL (`PostgresState`, `queue_writes_postgresql`): statements on the ingest's
+  psycopg pipeline, arrays sent in binary. Reads are queued right behind the ingest
+  statement and come back with it; writes are queued and go with the COMMIT. A group
+  costs two round trips (three when it opens a fault: the new faults' ids are needed
+  for their frames). Per statement, a round trip on a busy 2-core machine costs about
+  as much as the old one-statement ingest did in total (docs/PERFORMANCE.md).
+- Others (SQLite, in-process): the ORM, and executemany for the writes.
+"""
+
+import psycopg
+from django.db import connection
+
+from faults.derive import CurrentState, Derived, Wanted, key_of
+from faults.models import Fault
+from stations.models import BoxStatus, ConnectorStatus
+
+_FAULT = Fault._meta.db_table
+_BOX_STATUS = BoxStatus._meta.db_table
+_CONNECTOR_STATUS = ConnectorStatus._meta.db_table
+_FAULT_COLUMNS = [f.attname for f in Fault._meta.concrete_fields]
+_NEW_FAULT_COLUMNS = [
+    "station_id", "box_id", "connector_id", "fault_type", "code", "severity", "state",
+    "occurrences", "first_seen", "last_seen", "resolved_by", "resolved_at",
+]  # fmt: skip
+
+
+def _fault_row(fault: Fault) -> tuple:
+    return tuple(getattr(fault, column) for column in _NEW_FAULT_COLUMNS)
+
+
+# --- SQLite and other backends: the ORM
+
+
+def read_state(wanted: Wanted) -> CurrentState:
+    faults = (
+        Fault.objects.filter(station_id__in=wanted.station_ids, fault_type__in=wanted.fault_types)
+        .exclude(state=Fault.State.RESOLVED)
+        .order_by()
+    )
+    return CurrentState(
+        faults={key_of(fault): fault for fault in faults},
+        boxes=(
+            {s.pk: s for s in BoxStatus.objects.filter(pk__in=wanted.box_ids)}
+            if wanted.box_ids
+            else {}
+        ),
+        connectors=(
+            {s.pk: s for s in ConnectorStatus.objects.filter(pk__in=wanted.connector_ids)}
+            if wanted.connector_ids
+            else {}
+        ),
+    )
+
+
+_FAULT_UPDATE = (
+    f"UPDATE {_FAULT} SET severity = %s, state = %s, occurrences = %s, "  # noqa: S608
+    "first_seen = %s, last_seen = %s, resolved_by = %s, resolved_at = %s WHERE id = %s"
+)
+_BOX_UPSERT = (
+    f"INSERT INTO {_BOX_STATUS} (box_id, status, since, last_seen) "  # noqa: S608
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (box_id) DO UPDATE SET "
+    "status = excluded.status, since = excluded.since, last_seen = excluded.last_seen"
+)
+_CONNECTOR_UPSERT = (
+    f"INSERT INTO {_CONNECTOR_STATUS} (connector_id, status, since) "  # noqa: S608
+    "VALUES (%s, %s, %s) ON CONFLICT (connector_id) DO UPDATE SET "
+    "status = excluded.status, since = excluded.since"
+)
+
+
+def write_derived(derived: Derived) -> None:
+    """Plain statements with executemany (one C loop on SQLite): the ORM's bulk_update
+    builds a CASE per field and row, and cost more than the rest of a batch's
+    derivation together."""
+    db_time = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        # Updates first: a fault resolved and fired again in one group frees its key
+        # (the unique index on unresolved keys) before its successor is inserted.
+        if derived.changed_faults:
+            cursor.executemany(_FAULT_UPDATE, [
+                (f.severity, f.state, f.occurrences, db_time(f.first_seen),
+                 db_time(f.last_seen), f.resolved_by, db_time(f.resolved_at), f.pk)
+                for f in derived.changed_faults.values()
+            ])  # fmt: skip
+        if derived.new_faults:
+            Fault.objects.bulk_create(derived.new_faults)
+        if derived.changed_boxes:
+            cursor.executemany(_BOX_UPSERT, [
+                (s.box_id, s.status, db_time(s.since), db_time(s.last_seen))
+                for s in derived.changed_boxes.values()
+            ])  # fmt: skip
+        if derived.changed_connectors:
+            cursor.executemany(_CONNECTOR_UPSERT, [
+                (s.connector_id, s.status, db_time(s.since))
+                for s in derived.changed_connectors.values()
+            ])  # fmt: skip
+    derived.fill_new_fault_ids()
+
+
+# --- PostgreSQL: on the ingest's pipeline
+
+
+class PostgresState:
+    """The reads, queued on `pg` (in pipeline mode: sent with whatever is queued before
+    them, the ingest statement that locks the stations). `collect()` fetches them."""
+
+    def __init__(self, pg: psycopg.Connection, wanted: Wanted):
+        self._faults = psycopg.Cursor(pg)
+        self._faults.execute(
+            f"SELECT {', '.join(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
+            "WHERE station_id = ANY(%b) AND fault_type = ANY(%b) AND state <> 'resolved'",
+            [list(wanted.station_ids), list(wanted.fault_types)],
+        )
+        self._boxes = self._connectors = None
+        if wanted.box_ids:
+            self._boxes = psycopg.Cursor(pg)
+            self._boxes.execute(
+                f"SELECT box_id, status, since, last_seen FROM {_BOX_STATUS} "  # noqa: S608
+                "WHERE box_id = ANY(%b)",
+                [list(wanted.box_ids)],
+            )
+        if wanted.connector_ids:
+            self._connectors = psycopg.Cursor(pg)
+            self._connectors.execute(
+                f"SELECT connector_id, status, since FROM {_CONNECTOR_STATUS} "  # noqa: S608
+                "WHERE connector_id = ANY(%b)",
+                [list(wanted.connector_ids)],
+            )
+
+    def collect(self) -> CurrentState:
+        db = connection.alias
+        faults = [Fault.from_db(db, _FAULT_COLUMNS, row) for row in self._faults.fetchall()]
+        boxes = (
+            [BoxStatus.from_db(db, ["box_id", "status", "since", "last_seen"], row)
+             for row in self._boxes.fetchall()]
+            if self._boxes is not None else []
+        )  # fmt: skip
+        connectors = (
+            [ConnectorStatus.from_db(db, ["connector_id", "status", "since"], row)
+             for row in self._connectors.fetchall()]
+            if self._connectors is not None else []
+        )  # fmt: skip
+        return CurrentState(
+            faults={key_of(fault): fault for fault in faults},
+            boxes={s.box_id: s for s in boxes},
+            connectors={s.connector_id: s for s in connectors},
+        )
+
+
+_NEW_FAULTS_STATEMENT = (
+    f"INSERT INTO {_FAULT} ({', '.join(_NEW_FAULT_COLUMNS)}, acknowledged_by, note) "  # noqa: S608
+    "SELECT *, '', '' FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], "
+    "%b::text[], %b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::timestamptz[], "
+    "%b::text[], %b::timestamptz[]) RETURNING id"
+)
+_FAULT_UPDATE_STATEMENT = f"""
+UPDATE {_FAULT} AS f SET severity = u.severity, state = u.state,
+    occurrences = u.occurrences, first_seen = u.first_seen, last_seen = u.last_seen,
+    resolved_by = u.resolved_by, resolved_at = u.resolved_at
+FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::int[], %b::timestamptz[],
+            %b::timestamptz[], %b::text[], %b::timestamptz[])
+    AS u(id, severity, state, occurrences, first_seen, last_seen, resolved_by, resolved_at)
+WHERE f.id = u.id
+"""  # noqa: S608
+_BOX_UPSERT_STATEMENT = (
+    f"INSERT INTO {_BOX_STATUS} (box_id, status, since, last_seen) "  # noqa: S608
+    "SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[]) "
+    "ON CONFLICT (box_id) DO UPDATE SET "
+    "status = excluded.status, since = excluded.since, last_seen = excluded.last_seen"
+)
+_CONNECTOR_UPSERT_STATEMENT = (
+    f"INSERT INTO {_CONNECTOR_STATUS} (connector_id, status, since) "  # noqa: S608
+    "SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[]) "
+    "ON CONFLICT (connector_id) DO UPDATE SET status = excluded.status, since = excluded.since"
+)
+
+
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def insert_new_faults_postgresql(pg: psycopg.Connection, derived: Derived) -> None:
+    """The group's new faults, for their ids (a round trip of its own, only when a group
+    opens faults). After the updates are queued: see write_derived."""
+    if not derived.new_faults:
+        return
+    cursor = psycopg.Cursor(pg)
+    cursor.execute(
+        _NEW_FAULTS_STATEMENT,
+        _columns([_fault_row(f) for f in derived.new_faults], len(_NEW_FAULT_COLUMNS)),
+    )
+    # One row per input row, in input order (what Django's own bulk_create relies on).
+    for fault, (pk,) in zip(derived.new_faults, cursor.fetchall(), strict=True):
+        fault.pk = pk
+        fault._state.adding = False
+        fault._state.db = connection.alias
+    derived.fill_new_fault_ids()
+
+
+def queue_fault_updates_postgresql(pg: psycopg.Connection, derived: Derived) -> None:
+    if derived.changed_faults:
+        psycopg.Cursor(pg).execute(_FAULT_UPDATE_STATEMENT, _columns([
+            (f.pk, f.severity, f.state, f.occurrences, f.first_seen, f.last_seen,
+             f.resolved_by, f.resolved_at)
+            for f in derived.changed_faults.values()
+        ], 8))  # fmt: skip
+
+
+def queue_status_writes_postgresql(pg: psycopg.Connection, derived: Derived) -> None:
+    if derived.changed_boxes:
+        psycopg.Cursor(pg).execute(_BOX_UPSERT_STATEMENT, _columns([
+            (s.box_id, s.status, s.since, s.last_seen) for s in derived.changed_boxes.values()
+        ], 4))  # fmt: skip
+    if derived.changed_connectors:
+        psycopg.Cursor(pg).execute(_CONNECTOR_UPSERT_STATEMENT, _columns([
+            (s.connector_id, s.status, s.since) for s in derived.changed_connectors.values()
+        ], 3))  # fmt: skip
