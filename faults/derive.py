@@ -38,8 +38,9 @@ class Change:
 
     station: Station
     kind: str
-    data: dict
+    data: dict | None  # None: a raise whose data is rendered when the group ends
     fault: Fault | None = None  # a new fault gets its id in the data once inserted
+    superseded: bool = False  # a raise folded into a later raise of the same fault
 
 
 @dataclass
@@ -92,7 +93,7 @@ def derive(rows: list[Notification], state: CurrentState, rules: Rules) -> Deriv
     derivation = _Derivation(state, rules)
     for row in rows:
         derivation.apply(row)
-    return derivation.result
+    return derivation.finish()
 
 
 class _Derivation:
@@ -107,6 +108,18 @@ class _Derivation:
         self.changed_faults = self.result.changed_faults
         self.changed_boxes = self.result.changed_boxes
         self.changed_connectors = self.result.changed_connectors
+        # Raises of one fault in one transaction are one change, with the count at
+        # commit: a batch or a group commit repeating a fault 50 times pushes one frame
+        # (and writes one log row), not 50. Opening, acknowledging and resolving are
+        # always changes of their own.
+        self._pending_raise: dict[int, Change] = {}
+
+    def finish(self) -> Derived:
+        for change in self._pending_raise.values():
+            change.data = fault_data(change.fault)
+        self._pending_raise.clear()
+        self.result.changes[:] = [c for c in self.changes if not c.superseded]
+        return self.result
 
     def apply(self, row: Notification) -> None:
         at = _event_time(row)
@@ -193,6 +206,8 @@ class _Derivation:
             if explicit:
                 fault.severity = explicit
             self._changed(fault)
+            self._record_raise(fault)
+            return
         self._record(fault)
 
     @staticmethod
@@ -206,6 +221,7 @@ class _Derivation:
             fault.connector = row.connector
 
     def _resolve(self, fault: Fault, by: str, at) -> None:
+        self._settle_raise(fault)
         fault.state = Fault.State.RESOLVED
         fault.resolved_by = by
         fault.resolved_at = at
@@ -216,6 +232,20 @@ class _Derivation:
     def _changed(self, fault: Fault) -> None:
         if fault.pk is not None:
             self.changed_faults[fault.pk] = fault
+
+    def _record_raise(self, fault: Fault) -> None:
+        earlier = self._pending_raise.get(id(fault))
+        if earlier is not None:
+            earlier.superseded = True  # this raise takes its place, later in the log
+        change = Change(fault.station, LogEntry.Kind.FAULT.value, None, fault)
+        self._pending_raise[id(fault)] = change
+        self.changes.append(change)
+
+    def _settle_raise(self, fault: Fault) -> None:
+        """Before another change to the fault: its pending raise, as it stands now."""
+        pending = self._pending_raise.pop(id(fault), None)
+        if pending is not None:
+            pending.data = fault_data(fault)
 
     def _record(self, fault: Fault) -> None:
         self.changes.append(

@@ -50,8 +50,17 @@ class Rules:
             if r.enabled
         ]
         self._severity = {(type_key(r.fault_type), r.code): r.severity for r in severity_rules}
+        # Answers by event shape: a batch repeats a handful of shapes many times.
+        self._effects: dict[tuple, str] = {}
 
     def effect(self, *, fault_type: str, code: str, action: str, status: str, cleared: bool) -> str:
+        shape = (fault_type, code, action, status, cleared)
+        effect = self._effects.get(shape)
+        if effect is None:
+            effect = self._effects[shape] = self._first_match(*shape)
+        return effect
+
+    def _first_match(self, fault_type, code, action, status, cleared) -> str:
         key = type_key(fault_type)
         for rule in self._rules:
             if rule.matches(key, code, action, status, cleared):

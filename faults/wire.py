@@ -8,14 +8,21 @@ from notifications.wire import iso_time
 
 
 def fault_data(fault) -> dict:
-    box, connector = fault.box, fault.connector
+    # The key's part is the same at every change of the fault: built once per loaded
+    # fault (a batch raises one fault hundreds of times).
+    key = fault.__dict__.get("_wire_key")
+    if key is None:
+        box, connector = fault.box, fault.connector
+        key = fault.__dict__["_wire_key"] = {
+            "stationId": fault.station.code,
+            "boxId": box.code if box is not None else None,
+            "connectorId": connector.code if connector is not None else None,
+            "faultType": fault.fault_type,
+            "code": fault.code or None,
+        }
     return {
         "id": str(fault.pk) if fault.pk is not None else None,
-        "stationId": fault.station.code,
-        "boxId": box.code if box is not None else None,
-        "connectorId": connector.code if connector is not None else None,
-        "faultType": fault.fault_type,
-        "code": fault.code or None,
+        **key,
         "severity": fault.severity,
         "state": fault.state,
         "occurrences": fault.occurrences,

@@ -105,27 +105,16 @@ def append_changes(changes) -> list[LiveEvent]:
 
 def write_changes(rows: list[tuple], last_seq: dict[int, int]) -> None:
     """The ingest's derived entries (number_changes), and each station's counter set to
-    its last number. On PostgreSQL one statement, queued on the ingest's pipeline."""
+    its last number. (PostgreSQL's ingest writes them in its one write statement:
+    faults/persist.py queue_writes_postgresql.)"""
     if not rows:
         return
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {_STATION} SET log_seq = %s WHERE id = %s",  # noqa: S608
-                [(seq, pk) for pk, seq in last_seq.items()],
-            )
-        _write_entries(rows, timezone.now())
-        return
-    stations = sorted(last_seq)
-    psycopg.Cursor(connection.connection).execute(
-        f"WITH moved AS (UPDATE {_STATION} AS s SET log_seq = m.last "  # noqa: S608
-        "FROM unnest(%b::bigint[], %b::bigint[]) AS m(id, last) WHERE s.id = m.id) "
-        f"INSERT INTO {_LOG} (station_id, seq, kind, data, created_at) "
-        "SELECT s, q, k, d::jsonb, %b FROM unnest("
-        "%b::bigint[], %b::bigint[], %b::text[], %b::text[]) AS e(s, q, k, d)",
-        [stations, [last_seq[pk] for pk in stations], timezone.now(),
-         *map(list, zip(*rows, strict=True))],
-    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {_STATION} SET log_seq = %s WHERE id = %s",  # noqa: S608
+            [(seq, pk) for pk, seq in last_seq.items()],
+        )
+    _write_entries(rows, timezone.now())
 
 
 def _write_entries(rows: list[tuple[int, int, str, str]], created_at) -> None:
@@ -136,7 +125,7 @@ def _write_entries(rows: list[tuple[int, int, str, str]], created_at) -> None:
         with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
                 f"INSERT INTO {_LOG} (station_id, seq, kind, data, created_at) "  # noqa: S608
-                "SELECT s, q, k, d::jsonb, %b FROM unnest("
+                "SELECT s, q, k, d, %b FROM unnest("
                 "%b::bigint[], %b::bigint[], %b::text[], %b::text[]) AS e(s, q, k, d)",
                 [created_at, *map(list, zip(*rows, strict=True))],
             )
@@ -173,6 +162,6 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
             notification.station = row.station
             data = encode_data(notification_data(notification))
         else:
-            data = encode_data(row.data)
+            data = row.data
         items.append(LogItem(row.station.code, row.seq, row.kind, data))
     return items

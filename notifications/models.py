@@ -71,8 +71,9 @@ class LogEntry(models.Model):
     notification = models.OneToOneField(
         Notification, on_delete=models.CASCADE, null=True, blank=True, related_name="log_entry"
     )
-    # ...a fault's or status's frame is the data as it was at that change.
-    data = models.JSONField(null=True, blank=True)
+    # ...a fault's or status's frame is its data line exactly as published at that
+    # change (JSON text: replayed as it is, never parsed or re-encoded on the way).
+    data = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: a notification's entry has none)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

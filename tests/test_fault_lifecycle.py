@@ -380,3 +380,69 @@ def test_a_box_offline_fault_is_resolved_by_its_next_event_as_system(post, reade
     post(make_event("ST001", faultType="GENERAL"))
     offline.refresh_from_db()
     assert (offline.state, offline.resolved_by) == ("resolved", "system")
+
+
+# --- the admin
+
+
+def test_the_admin_lists_faults_and_acknowledges_and_resolves_them_in_bulk(
+    post, frames, admin_client, django_capture_on_commit_callbacks
+):
+    post(fault_event(), fault_event(code="E8"), fault_event(code="E9"))
+    faults = list(Fault.objects.order_by("code"))
+    listing = admin_client.get("/admin/faults/fault/?state__exact=open")
+    assert listing.status_code == 200
+    for fault in faults:
+        assert f"/admin/faults/fault/{fault.pk}/change/" in listing.content.decode()
+    frames.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/faults/fault/",
+            {"action": "acknowledged_selected", "_selected_action": [faults[0].pk, faults[1].pk]},
+        )
+    assert response.status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            "/admin/faults/fault/",
+            {"action": "resolved_selected", "_selected_action": [faults[1].pk]},
+        )
+
+    states = dict(Fault.objects.values_list("code", "state"))
+    assert states == {"E7": "acknowledged", "E8": "resolved", "E9": "open"}
+    assert Fault.objects.get(code="E7").acknowledged_by == "admin"
+    assert Fault.objects.get(code="E8").resolved_by == "admin"
+    # Pushed like any operator's action, each with the station's next number.
+    pushed = [(data["code"], data["state"]) for _, kind, _, data in frames if kind == "fault"]
+    assert sorted(pushed[:2]) == [("E7", "acknowledged"), ("E8", "acknowledged")]
+    assert pushed[2] == ("E8", "resolved")
+    assert [seq for _, _, seq, _ in frames] == [7, 8, 9]
+    detail = admin_client.get(f"/admin/faults/fault/{faults[0].pk}/change/")
+    assert detail.status_code == 200 and "acknowledged" in detail.content.decode()
+
+
+def test_rules_and_severities_are_edited_in_the_admin(admin_client):
+    assert admin_client.get("/admin/faults/eventrule/").status_code == 200
+    assert admin_client.get("/admin/faults/severityrule/").status_code == 200
+    response = admin_client.post(
+        "/admin/faults/severityrule/add/",
+        {"fault_type": "BATTERY_SMOKE", "code": "", "severity": "critical"},
+    )
+    assert response.status_code == 302
+    assert SeverityRule.objects.get(fault_type="BATTERY_SMOKE").severity == "critical"
+
+
+def test_raises_in_one_transaction_are_one_change_with_the_count_at_commit(post, frames):
+    """A batch (or a group commit) repeating a fault: one fault frame and log row for
+    its raises, after its opening; a resolve after raises still shows them first."""
+    post(fault_event(), fault_event(), fault_event())
+    pushed = [(d["state"], d["occurrences"]) for _, kind, _, d in frames if kind == "fault"]
+    assert pushed == [("open", 1), ("open", 3)]
+    frames.clear()
+
+    post(fault_event(), fault_event(), fault_event(cleared=True), fault_event())
+    pushed = [(d["state"], d["occurrences"]) for _, kind, _, d in frames if kind == "fault"]
+    assert pushed == [("open", 5), ("resolved", 5), ("open", 1)]
+    # Every entry numbered without a hole: 3 + 2, then 4 + 3.
+    seqs = list(LogEntry.objects.filter(station__code="ST001").values_list("seq", flat=True))
+    assert seqs == list(range(1, 13))

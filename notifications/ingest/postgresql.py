@@ -27,12 +27,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from cgm.pg_statements import run
 from faults import persist
 from faults.derive import derive, wanted_for
 from faults.rules import current_rules
 from notifications.ingest.rows import new_row, notification_frame
 from notifications.ingest.validation import EventInput
-from notifications.log import number_changes, write_changes
+from notifications.log import number_changes
 from notifications.models import LogEntry, Notification
 from notifications.push.local import LiveEvent
 from stations.models import Station
@@ -49,23 +50,17 @@ def store_postgresql(
     received_at = timezone.now()
     rules = current_rules()
     with connection.wrap_database_errors, _one_transaction(pg):
-        ingest = psycopg.Cursor(pg)
-        ingest.execute(
-            _INGEST_STATEMENT, _statement_params(events, received_at),
-            prepare=settings.CGM_PG_PREPARE,
-        )  # fmt: skip
+        ingest = run(pg, _INGEST_STATEMENT, _statement_params(events, received_at))
         state = persist.PostgresState(pg, wanted_for(events))
         inserted = {message_id: (seq, pk) for message_id, seq, pk in ingest.fetchall()}
         new_rows = _new_rows(events, inserted, received_at)
         derived = derive(new_rows, state.collect(), rules)
-        persist.queue_fault_updates_postgresql(pg, derived)
-        persist.insert_new_faults_postgresql(pg, derived)
-        persist.queue_status_writes_postgresql(pg, derived)
         last_seq = {}
-        for row in new_rows:  # the stations are locked: their counters stand where
+        for row in new_rows:  # the stations are locked: their counters stand here
             last_seq[row.station_id] = max(last_seq.get(row.station_id, 0), row.seq)
+        updates_written = persist.insert_new_faults_postgresql(pg, derived)  # their ids
         rows, derived_frames = number_changes(derived.changes, last_seq)
-        write_changes(rows, last_seq)
+        persist.queue_writes_postgresql(pg, derived, rows, last_seq, updates_written)
     return new_rows, [notification_frame(row) for row in new_rows] + derived_frames
 
 

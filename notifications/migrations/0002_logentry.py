@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('seq', models.BigIntegerField()),
                 ('kind', models.CharField(choices=[('notification', 'Notification'), ('fault', 'Fault'), ('status', 'Status')], max_length=16)),
-                ('data', models.JSONField(blank=True, null=True)),
+                ('data', models.TextField(blank=True, null=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('notification', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='log_entry', to='notifications.notification')),
                 ('station', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='log', to='stations.station')),
