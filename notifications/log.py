@@ -1,4 +1,7 @@
-"""The station log (LogEntry): numbering and writing entries, and reading them back.
+"""The station log: numbering and writing entries, and reading them back.
+
+A station's log is its notifications and its fault and status changes (LogEntry),
+numbered from one counter; models.LogEntry says why two tables.
 
 The log is the source of truth for resume: a stream that reconnects with a cursor is
 served from here, not from a replay buffer. Every entry takes the station's next number
@@ -14,9 +17,14 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from notifications.models import LogEntry
+from notifications.models import LogEntry, Notification
 from notifications.push.local import LiveEvent
-from notifications.wire import encode_data, notification_data, station_channel
+from notifications.wire import (
+    NOTIFICATION_EVENT,
+    encode_data,
+    notification_data,
+    station_channel,
+)
 from stations.models import Station
 
 _STATION = Station._meta.db_table
@@ -62,19 +70,6 @@ def allocate_seqs(counts: dict[int, int]) -> dict[int, int]:
             [number for pair in pairs for number in pair],
         )
         return {station_id: last - counts[station_id] + 1 for station_id, last in cursor}
-
-
-def log_notifications(rows) -> None:
-    """Log entries for notifications just inserted (outside PostgreSQL, where the
-    ingest statement writes them itself). A notification's frame is rendered from its
-    row, so its entry only points at it."""
-    created = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {_LOG} (station_id, seq, kind, notification_id, created_at) "  # noqa: S608
-            "VALUES (%s, %s, 'notification', %s, %s)",
-            [(row.station_id, row.seq, row.pk, created) for row in rows],
-        )
 
 
 def number_changes(changes, last_seq: dict[int, int]) -> tuple[list[tuple], list[LiveEvent]]:
@@ -140,28 +135,48 @@ def _write_entries(rows: list[tuple[int, int, str, str]], created_at) -> None:
 
 
 def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[LogItem]:
-    """Entries past each station's position, in each station's order, at most `limit`.
+    """Entries past each station's position, in each station's order, at least `limit`
+    when that many remain. Callers read page after page until a page comes back short.
 
-    `after` maps station pk to (code, seq). Callers read page after page until a page
-    comes back short; cutting a page anywhere leaves each station's position exact.
+    `after` maps station pk to (code, seq). The log is two tables numbered from one
+    counter (models.LogEntry): each is read in (station, seq) order up to `limit`,
+    and the merge is cut where the first cut list ends, so no station's position ever
+    passes an entry not read yet.
     """
     if not after:
         return []
     condition = Q()
     for station_id, (_, seq) in after.items():
         condition |= Q(station_id=station_id, seq__gt=seq)
-    rows = (
-        LogEntry.objects.filter(condition)
-        .select_related("station", "notification__box", "notification__connector")
+    notifications = list(
+        Notification.objects.filter(condition)
+        .select_related("station", "box", "connector")
         .order_by("station_id", "seq")[:limit]
     )
+    changes = list(
+        LogEntry.objects.filter(condition)
+        .select_related("station")
+        .order_by("station_id", "seq")[:limit]
+    )
+    complete_to = min(
+        ((rows[-1].station_id, rows[-1].seq) for rows in (notifications, changes)
+         if len(rows) >= limit),
+        default=None,
+    )  # fmt: skip
+    merged = sorted(notifications + changes, key=lambda row: (row.station_id, row.seq))
     items = []
-    for row in rows:
-        if row.notification_id is not None:
-            notification = row.notification
-            notification.station = row.station
-            data = encode_data(notification_data(notification))
+    for row in merged:
+        if complete_to is not None and (row.station_id, row.seq) > complete_to:
+            break
+        if isinstance(row, Notification):
+            items.append(
+                LogItem(
+                    row.station.code,
+                    row.seq,
+                    NOTIFICATION_EVENT,
+                    encode_data(notification_data(row)),
+                )
+            )
         else:
-            data = row.data
-        items.append(LogItem(row.station.code, row.seq, row.kind, data))
+            items.append(LogItem(row.station.code, row.seq, row.kind, row.data))
     return items

@@ -14,8 +14,9 @@ class Notification(models.Model):
     connector = models.ForeignKey(
         Connector, on_delete=models.PROTECT, null=True, blank=True, related_name="notifications"
     )
-    # Position in the station's log (LogEntry): increasing per station, not contiguous,
-    # since fault and status changes take numbers of the same log.
+    # Position in the station's log: a notification is an entry of it, numbered from
+    # the station's counter (Station.log_seq) like its fault and status changes
+    # (LogEntry), so notifications' numbers increase but are not contiguous.
     seq = models.BigIntegerField(editable=False)
     # The sender's id; unique, so a retried POST is stored and published once.
     message_id = models.CharField("message id", max_length=128, unique=True)
@@ -50,30 +51,28 @@ class Notification(models.Model):
 
 
 class LogEntry(models.Model):
-    """One row of a station's log: everything its stream carries, in `seq` order.
+    """A fault or status change in a station's log.
 
-    A notification, a fault change or a status change is written here in the same
-    transaction as the change itself, with the station's next number (Station.log_seq,
-    allocated under the station row's lock), and published after commit. Resume
-    (Last-Event-ID), Pushpin's recovery and the snapshot's cursor all read this table.
+    A station's log is its notifications (each one entry, in Notification) and these,
+    numbered from one counter (Station.log_seq, moved under the station row's lock):
+    1, 2, 3… without a hole across both tables. Each is written in the transaction of
+    its change and published after commit; resume (Last-Event-ID), Pushpin's recovery
+    and the snapshot's cursor read the two in `seq` order (notifications/log.py).
+    Notifications are not copied here: they are the largest part of the log, and a
+    second row per event cost the batch ingest a third of its database time.
     """
 
     class Kind(models.TextChoices):
         # The SSE event names.
-        NOTIFICATION = "notification"
         FAULT = "fault"
         STATUS = "status"
 
     station = models.ForeignKey(Station, on_delete=models.CASCADE, related_name="log")
     seq = models.BigIntegerField()
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    # A notification's frame is rendered from its row (no second copy of the event)...
-    notification = models.OneToOneField(
-        Notification, on_delete=models.CASCADE, null=True, blank=True, related_name="log_entry"
-    )
-    # ...a fault's or status's frame is its data line exactly as published at that
-    # change (JSON text: replayed as it is, never parsed or re-encoded on the way).
-    data = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: a notification's entry has none)
+    # The frame's data line exactly as published at that change (JSON text: replayed as
+    # it is, never parsed or re-encoded on the way).
+    data = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

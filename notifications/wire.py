@@ -16,6 +16,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from notifications.models import Notification
 
+NOTIFICATION_EVENT = "notification"  # the SSE event name of a notification's frame
+
 
 def station_channel(station_code: str) -> str:
     # The channel is the station code itself, so the stream cursor ("ST001:42") reads

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from faults.models import EventRule, Fault, SeverityRule
-from notifications.models import LogEntry
+from notifications.models import LogEntry, Notification
 from stations.models import Station
 from tests.conftest import make_event
 
@@ -87,6 +87,13 @@ def only_fault(reader, station="ST001") -> dict:
     faults = state(reader, station)["faults"]
     assert len(faults) == 1, faults
     return faults[0]
+
+
+def station_log(code="ST001") -> list[tuple[int, str]]:
+    """The station's log as stored: its notifications and its changes, by number."""
+    notifications = Notification.objects.filter(station__code=code).values_list("seq", flat=True)
+    changes = LogEntry.objects.filter(station__code=code).values_list("seq", "kind")
+    return sorted([(seq, "notification") for seq in notifications] + list(changes))
 
 
 def fault_event(**fields):
@@ -354,8 +361,7 @@ def test_a_bad_severity_status_or_cleared_is_a_400_naming_the_field():
 
 def test_every_change_is_a_log_entry_and_the_station_counter_matches(post):
     post(fault_event(status="Faulted"), fault_event(), fault_event(cleared=True))
-    entries = list(LogEntry.objects.filter(station__code="ST001").values_list("seq", "kind"))
-    assert entries == [
+    assert station_log() == [
         (1, "notification"),
         (2, "notification"),
         (3, "notification"),
@@ -444,5 +450,31 @@ def test_raises_in_one_transaction_are_one_change_with_the_count_at_commit(post,
     pushed = [(d["state"], d["occurrences"]) for _, kind, _, d in frames if kind == "fault"]
     assert pushed == [("open", 5), ("resolved", 5), ("open", 1)]
     # Every entry numbered without a hole: 3 + 2, then 4 + 3.
-    seqs = list(LogEntry.objects.filter(station__code="ST001").values_list("seq", flat=True))
-    assert seqs == list(range(1, 13))
+    assert [seq for seq, _ in station_log()] == list(range(1, 13))
+
+
+@pytest.mark.parametrize("page", [1, 2, 3, 50])
+def test_the_log_reads_back_page_by_page_in_order_across_both_tables(post, page):
+    """Replay (resume, Pushpin's recovery) reads the two tables of the log by page:
+    whatever the page size, every entry once, in each station's order."""
+    from notifications.log import log_entries_after
+
+    post(fault_event(status="Faulted"), fault_event(), make_event("ST002"), fault_event())
+    post(fault_event(cleared=True, status="Available"), make_event("ST002", status="Charging"))
+    stations = {code: Station.objects.get(code=code) for code in ("ST001", "ST002")}
+    position = {s.pk: (code, 0) for code, s in stations.items()}
+    read = []
+    while True:
+        items = log_entries_after(position, page)
+        for item in items:
+            station_id = stations[item.station_code].pk
+            assert item.seq == position[station_id][1] + 1, (item, position)
+            position[station_id] = (item.station_code, item.seq)
+            read.append((item.station_code, item.seq, item.kind))
+        if len(items) < page:
+            break
+    for code, station in stations.items():
+        station.refresh_from_db()
+        kinds = [kind for c, _, kind in read if c == code]
+        assert [(seq, kind) for c, seq, kind in read if c == code] == station_log(code)
+        assert len(kinds) == station.log_seq

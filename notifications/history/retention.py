@@ -28,14 +28,20 @@ def notification_prune(
         with transaction.atomic():
             # Same lock as the ingest: the boundary moves while nobody appends.
             locked = Station.objects.select_for_update().get(pk=target.pk)
-            entries = LogEntry.objects.filter(station=locked)
+            # The log is both tables (models.LogEntry): the boundary is the newest entry
+            # of either that is old enough.
+            notifications = Notification.objects.filter(station=locked)
+            changes = LogEntry.objects.filter(station=locked)
             if before is not None:
-                entries = entries.filter(created_at__lt=before)
+                notifications = notifications.filter(received_at__lt=before)
+                changes = changes.filter(created_at__lt=before)
             if through_seq is not None:
-                entries = entries.filter(seq__lte=through_seq)
-            boundary = entries.aggregate(top=Max("seq"))["top"]
-            if boundary is None:
+                notifications = notifications.filter(seq__lte=through_seq)
+                changes = changes.filter(seq__lte=through_seq)
+            tops = [rows.aggregate(top=Max("seq"))["top"] for rows in (notifications, changes)]
+            if tops == [None, None]:
                 continue
+            boundary = max(top for top in tops if top is not None)
             LogEntry.objects.filter(station=locked, seq__lte=boundary).delete()
             count, _ = Notification.objects.filter(station=locked, seq__lte=boundary).delete()
             deleted += count

@@ -5,8 +5,8 @@ then for this process's GIL, and costs about as much as a whole statement's work
 the group is one psycopg pipeline (psycopg's documented pipeline mode) in one
 transaction:
 
-1. sent together: BEGIN, `_INGEST_STATEMENT` (the notifications and their log entries,
-   the stations locked), and the reads the derivation needs (faults/persist.py); they
+1. sent together: BEGIN, `_INGEST_STATEMENT` (the notifications, each an entry of its
+   station's log, the stations locked), and the reads the derivation needs (faults/persist.py); they
    run in that order on the server, so the reads see every change committed before
    this group got its locks;
 2. the derivation in Python (faults/derive.py);
@@ -34,7 +34,7 @@ from faults.rules import current_rules
 from notifications.ingest.rows import new_row, notification_frame
 from notifications.ingest.validation import EventInput
 from notifications.log import number_changes
-from notifications.models import LogEntry, Notification
+from notifications.models import Notification
 from notifications.push.local import LiveEvent
 from stations.models import Station
 
@@ -90,7 +90,6 @@ def _new_rows(events, inserted, received_at) -> list[Notification]:
 
 _NOTIFICATION = Notification._meta.db_table
 _STATION = Station._meta.db_table
-_LOG = LogEntry._meta.db_table
 
 # PostgreSQL: the group's notifications in one prepared statement: one round trip
 # where separate statements took four (the known-id check, the sequences, COPY and its
@@ -109,8 +108,7 @@ _LOG = LogEntry._meta.db_table
 #   allocated  the stations' counters moved on; READ COMMITTED re-reads a row that
 #              another writer committed while this one waited for its lock;
 #   inserted   the rows, numbered from each station's previous counter in arrival
-#              order;
-#   logged     their entries in the station log.
+#              order (a notification is its own entry of the station's log).
 # An id that another process stores between this statement's snapshot and its insert
 # fails the unique index: the transaction rolls back whole, numbers included, and
 # notification_ingest_group runs it again, which then finds the row.
@@ -154,11 +152,7 @@ inserted AS (
            f.message_id, f.fault_type, f.action, f.message, f.code, f.occurred_at,
            %b::timestamptz, f.extra, f.payload
     FROM fresh AS f JOIN allocated AS a ON a.id = f.station_id
-    RETURNING station_id, message_id, seq, id
-),
-logged AS (
-    INSERT INTO {_LOG} (station_id, seq, kind, notification_id, created_at)
-    SELECT station_id, seq, 'notification', id, %b::timestamptz FROM inserted
+    RETURNING message_id, seq, id
 )
 SELECT message_id, seq, id FROM inserted
 """  # noqa: S608 (table names from the models; every value is a parameter)
@@ -195,8 +189,7 @@ def _set_up_connection() -> None:
 
 
 def _statement_params(events: list[EventInput], received_at) -> list:
-    """_INGEST_STATEMENT's parameters: one array per column, then the receive time
-    (the notifications'), then the log entries' creation time (the same)."""
+    """_INGEST_STATEMENT's parameters: one array per column, then the receive time."""
     return [
         [e.station.pk for e in events],
         [e.box.pk if e.box is not None else None for e in events],
@@ -209,6 +202,5 @@ def _statement_params(events: list[EventInput], received_at) -> list:
         [e.occurred_at for e in events],
         [Jsonb(e.extra) for e in events],
         [Jsonb(e.payload) for e in events],
-        received_at,
         received_at,
     ]

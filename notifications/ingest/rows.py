@@ -3,9 +3,14 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from notifications.ingest.validation import EventInput
-from notifications.models import LogEntry, Notification
+from notifications.models import Notification
 from notifications.push.local import LiveEvent
-from notifications.wire import encode_data, notification_data, station_channel
+from notifications.wire import (
+    NOTIFICATION_EVENT,
+    encode_data,
+    notification_data,
+    station_channel,
+)
 
 # Notification's columns in model order: new rows are built positionally, which skips
 # the related-object descriptors of keyword construction (7.5 instead of 17.7 µs a
@@ -50,7 +55,7 @@ def new_row(event: EventInput, seq: int, received_at, pk: int | None = None) -> 
 def notification_frame(row: Notification) -> LiveEvent:
     return LiveEvent(
         station_channel(row.station.code),
-        LogEntry.Kind.NOTIFICATION.value,
+        NOTIFICATION_EVENT,
         encode_data(notification_data(row)),
         row.seq,
     )

@@ -20,7 +20,7 @@ from notifications.ingest.postgresql import store_postgresql
 from notifications.ingest.rows import new_row, notification_frame
 from notifications.ingest.validation import EventInput
 from notifications.ingest.write_lock import write_lock
-from notifications.log import allocate_seqs, log_notifications, number_changes, write_changes
+from notifications.log import allocate_seqs, number_changes, write_changes
 from notifications.models import Notification
 from notifications.push.local import LiveEvent
 from notifications.push.publish import publish_frames
@@ -126,7 +126,6 @@ def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], 
     if not new_rows:
         return [], []
     Notification.objects.bulk_create(new_rows)
-    log_notifications(new_rows)
     derived = derive(new_rows, persist.read_state(wanted_for(new_rows)), current_rules())
     persist.write_derived(derived)
     last_seq = {pk: seq - 1 for pk, seq in next_seq.items()}
