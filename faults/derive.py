@@ -113,6 +113,7 @@ class _Derivation:
         # (and writes one log row), not 50. Opening, acknowledging and resolving are
         # always changes of their own.
         self._pending_raise: dict[int, Change] = {}
+        self._attached: set[int] = set()
 
     def finish(self) -> Derived:
         for change in self._pending_raise.values():
@@ -210,10 +211,12 @@ class _Derivation:
             return
         self._record(fault)
 
-    @staticmethod
-    def _attach(fault: Fault, row: Notification) -> None:
+    def _attach(self, fault: Fault, row: Notification) -> None:
         """The event's equipment rows onto a stored fault of its key (or its box's
-        OFFLINE fault), so that rendering it never queries."""
+        OFFLINE fault), so that rendering it never queries. Once per fault."""
+        if id(fault) in self._attached:
+            return
+        self._attached.add(id(fault))
         fault.station = row.station
         if fault.box_id is not None:
             fault.box = row.box

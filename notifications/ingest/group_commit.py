@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from cgm import db_health
+from notifications.ingest.rows import prepare_rows
 from notifications.ingest.services import Stored, notification_ingest, notification_ingest_group
 from notifications.ingest.validation import EventInput
 from notifications.push.publish import publish_frames
@@ -84,6 +85,7 @@ class GroupCommitter:
         if connection.in_atomic_block:
             return notification_ingest(events=events)
         self._ensure_writer()
+        prepare_rows(events)
         # Give this thread's database connection back first: the writer may need one
         # from the pool, and ingest threads holding theirs while they wait for it
         # could take the last ones (seen under load as a 10 s pool timeout).

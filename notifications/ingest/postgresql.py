@@ -31,17 +31,16 @@ from cgm.pg_statements import run
 from faults import persist
 from faults.derive import derive, wanted_for
 from faults.rules import current_rules
-from notifications.ingest.rows import new_row, notification_frame
+from notifications.ingest.rows import CommittedFrames, new_row
 from notifications.ingest.validation import EventInput
 from notifications.log import number_changes
 from notifications.models import Notification
-from notifications.push.local import LiveEvent
 from stations.models import Station
 
 
 def store_postgresql(
     candidates: dict[str, EventInput],
-) -> tuple[list[Notification], list[LiveEvent]]:
+) -> tuple[list[Notification], CommittedFrames]:
     """Store the group's new events and what they change; returns the new rows and the
     frames to publish once committed. Raises Django's database errors."""
     _set_up_connection()
@@ -61,7 +60,7 @@ def store_postgresql(
         updates_written = persist.insert_new_faults_postgresql(pg, derived)  # their ids
         rows, derived_frames = number_changes(derived.changes, last_seq)
         persist.queue_writes_postgresql(pg, derived, rows, last_seq, updates_written)
-    return new_rows, [notification_frame(row) for row in new_rows] + derived_frames
+    return new_rows, CommittedFrames(new_rows, derived_frames)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""A new notification row built from a validated event, and its frame."""
+"""A new notification row built from a validated event, and its frames."""
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -24,21 +24,35 @@ if tuple(f.attname for f in Notification._meta.concrete_fields) != _POSITIONAL_C
     raise ImproperlyConfigured("Notification's columns changed: update _POSITIONAL_COLUMNS")
 
 
+def prepare_rows(events: list[EventInput]) -> None:
+    """Build the events' rows ahead, on the request's thread: the group committer's
+    writer is the ingest's one serial step, and it then only numbers them."""
+    for event in events:
+        event.row = _build(event)
+
+
 def new_row(event: EventInput, seq: int, received_at, pk: int | None = None) -> Notification:
+    """The event's row (prepared ahead, or built now), numbered and stamped."""
+    row = event.row if event.row is not None else _build(event)
+    row.pk, row.seq, row.received_at = pk, seq, received_at
+    return row
+
+
+def _build(event: EventInput) -> Notification:
     box, connector = event.box, event.connector
     row = Notification(
-        pk,
+        None,
         event.station.pk,
         box.pk if box is not None else None,
         connector.pk if connector is not None else None,
-        seq,
+        None,
         event.message_id,
         event.fault_type,
         event.action,
         event.message,
         event.code,
         event.occurred_at,
-        received_at,
+        None,
         event.extra,
         event.payload,
     )
@@ -59,3 +73,26 @@ def notification_frame(row: Notification) -> LiveEvent:
         encode_data(notification_data(row)),
         row.seq,
     )
+
+
+class CommittedFrames:
+    """What one committed group publishes, in log order: each notification's frame,
+    then the derived changes' (rendered by the derivation, which logged them too).
+
+    The notifications' frames are rendered when first iterated: on the group
+    committer's publisher thread, off the writer's path (the writer is the one serial
+    step of the ingest; every microsecond there is taken from every request)."""
+
+    __slots__ = ("rows", "derived")
+
+    def __init__(self, rows: list[Notification], derived: list[LiveEvent]):
+        self.rows = rows
+        self.derived = derived
+
+    def __iter__(self):
+        for row in self.rows:
+            yield notification_frame(row)
+        yield from self.derived
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.derived)

@@ -17,12 +17,11 @@ from faults import persist
 from faults.derive import derive, wanted_for
 from faults.rules import current_rules
 from notifications.ingest.postgresql import store_postgresql
-from notifications.ingest.rows import new_row, notification_frame
+from notifications.ingest.rows import CommittedFrames, new_row
 from notifications.ingest.validation import EventInput
 from notifications.ingest.write_lock import write_lock
 from notifications.log import allocate_seqs, number_changes, write_changes
 from notifications.models import Notification
-from notifications.push.local import LiveEvent
 from notifications.push.publish import publish_frames
 
 logger = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
     ]
 
 
-def _publish_when_committed(publish, frames: list[LiveEvent]) -> None:
+def _publish_when_committed(publish, frames: CommittedFrames) -> None:
     # Django calls it once the transaction commits, in commit order (the group
     # committer's publisher thread keeps that order). robust: a failing publish must
     # not turn a committed ingest into an error; streams notice the gap at the
@@ -112,7 +111,7 @@ def _publish_when_committed(publish, frames: list[LiveEvent]) -> None:
     transaction.on_commit(lambda: publish(frames), robust=True)
 
 
-def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], list[LiveEvent]]:
+def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], CommittedFrames]:
     """SQLite (and any other backend): check, number, insert and derive, inside the
     caller's transaction and under the process's writer lock (write_lock.py)."""
     known = _known_ids(candidates.keys())
@@ -131,7 +130,7 @@ def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], 
     last_seq = {pk: seq - 1 for pk, seq in next_seq.items()}
     rows, derived_frames = number_changes(derived.changes, last_seq)
     write_changes(rows, last_seq)
-    return new_rows, [notification_frame(row) for row in new_rows] + derived_frames
+    return new_rows, CommittedFrames(new_rows, derived_frames)
 
 
 def _known_ids(message_ids) -> set[str]:

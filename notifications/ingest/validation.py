@@ -79,6 +79,8 @@ class EventInput:
     occurred_at: datetime | None
     extra: dict
     payload: dict = field(repr=False)
+    # Its Notification row, built ahead on the request's thread (ingest/rows.py).
+    row: object = field(default=None, repr=False, compare=False)
 
 
 class Equipment:

@@ -16,12 +16,14 @@ delivers locally itself".
 from django.conf import settings
 
 from notifications.push import redis_fanout
-from notifications.push.local import LiveEvent, local_channels
+from notifications.push.local import local_channels
 from notifications.push.pushpin import publish_to_pushpin
 
 
-def publish_frames(frames: list[LiveEvent]) -> None:
-    """Committed log entries (notification, status and fault frames), in log order."""
+def publish_frames(frames) -> None:
+    """Committed log entries (notification, status and fault frames: LiveEvents, or
+    an iterable rendering them), in log order."""
+    frames = list(frames)
     outgoing = [(frame.channel, frame.type, frame.data, frame.id) for frame in frames]
     if settings.GRIP_URLS:
         publish_to_pushpin(outgoing)
