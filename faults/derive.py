@@ -40,7 +40,6 @@ class Change:
     kind: str
     data: dict | None  # None: a raise whose data is rendered when the group ends
     fault: Fault | None = None  # a new fault gets its id in the data once inserted
-    superseded: bool = False  # a raise folded into a later raise of the same fault
 
 
 @dataclass
@@ -57,7 +56,10 @@ class Derived:
     changes: list[Change] = field(default_factory=list)
     new_faults: list[Fault] = field(default_factory=list)
     changed_faults: dict[int, Fault] = field(default_factory=dict)
-    changed_boxes: dict[int, BoxStatus] = field(default_factory=dict)
+    changed_boxes: dict[int, BoxStatus] = field(default_factory=dict)  # status changed
+    # Every box heard from, with its latest receive time: only lastSeen moves, written
+    # without being read first (the write keeps the later of the two).
+    heard_boxes: dict[int, object] = field(default_factory=dict)
     changed_connectors: dict[int, ConnectorStatus] = field(default_factory=dict)
 
     def fill_new_fault_ids(self) -> None:
@@ -73,18 +75,20 @@ class Wanted:
 
     station_ids: set[int]
     fault_types: set[str]
-    box_ids: set[int]
+    box_ids: set[int]  # only those whose status an event sets
     connector_ids: set[int]  # only those whose status an event sets
 
 
 def wanted_for(events) -> Wanted:
     """Events or notification rows: anything with station/box/connector ids, fault
     type and extra."""
-    box_ids = {e.box.pk for e in events if e.box is not None}
+    any_box = any(e.box is not None for e in events)
     return Wanted(
         station_ids={e.station.pk for e in events},
-        fault_types={e.fault_type for e in events} | ({OFFLINE} if box_ids else set()),
-        box_ids=box_ids,
+        fault_types={e.fault_type for e in events} | ({OFFLINE} if any_box else set()),
+        box_ids={
+            e.box.pk for e in events if e.box is not None and e.connector is None and _status(e)
+        },  # fmt: skip
         connector_ids={e.connector.pk for e in events if e.connector is not None and _status(e)},
     )
 
@@ -119,7 +123,6 @@ class _Derivation:
         for change in self._pending_raise.values():
             change.data = fault_data(change.fault)
         self._pending_raise.clear()
-        self.result.changes[:] = [c for c in self.changes if not c.superseded]
         return self.result
 
     def apply(self, row: Notification) -> None:
@@ -148,12 +151,9 @@ class _Derivation:
             self._fire(key, row, at)
 
     def _heard_from_box(self, row: Notification) -> None:
-        live = self.boxes.get(row.box_id)
-        if live is None:
-            live = self.boxes[row.box_id] = BoxStatus(box=row.box)
-        if live.last_seen is None or row.received_at > live.last_seen:
-            live.last_seen = row.received_at  # lastSeen alone is not pushed
-        self.changed_boxes[row.box_id] = live
+        heard = self.result.heard_boxes
+        if row.box_id not in heard or row.received_at > heard[row.box_id]:
+            heard[row.box_id] = row.received_at  # lastSeen alone is not pushed
         offline = self.faults.get(fault_key(row.station_id, row.box_id, None, OFFLINE, ""))
         if offline is not None:
             self._attach(offline, row)
@@ -171,10 +171,14 @@ class _Derivation:
             self.changed_connectors[row.connector_id] = live
             data = connector_status_data(row.station, row.box, row.connector, live)
         elif row.box is not None:
-            live = self.boxes[row.box_id]  # _heard_from_box made it
+            live = self.boxes.get(row.box_id)
+            if live is None:
+                live = self.boxes[row.box_id] = BoxStatus(box=row.box, status="")
             if not _newer_status(live, status, at):
                 return
             live.status, live.since = status, at
+            live.last_seen = self.result.heard_boxes[row.box_id]
+            self.changed_boxes[row.box_id] = live
             data = box_status_data(row.station, row.box, live)
         else:
             return  # a station-wide event has no status to set
@@ -237,9 +241,8 @@ class _Derivation:
             self.changed_faults[fault.pk] = fault
 
     def _record_raise(self, fault: Fault) -> None:
-        earlier = self._pending_raise.get(id(fault))
-        if earlier is not None:
-            earlier.superseded = True  # this raise takes its place, later in the log
+        if id(fault) in self._pending_raise:
+            return  # folded into the raise already pending (rendered as it ends)
         change = Change(fault.station, LogEntry.Kind.FAULT.value, None, fault)
         self._pending_raise[id(fault)] = change
         self.changes.append(change)

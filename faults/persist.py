@@ -3,14 +3,15 @@
 Runs inside the ingest's transaction, with the group's stations locked
 (notifications/ingest/). One job per backend:
 
-- PostgreSQL (`PostgresState`, `queue_writes_postgresql`): statements on the ingest's
-  psycopg pipeline, arrays sent in binary. Reads are queued right behind the ingest
-  statement and come back with it; writes are queued and go with the COMMIT. A group
-  costs two round trips (three when it opens a fault: the new faults' ids are needed
-  for their frames). Per statement, a round trip on a busy 2-core machine costs about
-  as much as the old one-statement ingest did in total (docs/PERFORMANCE.md).
+- PostgreSQL (`PostgresState`, `queue_writes_postgresql`): prepared statements on the
+  ingest's psycopg pipeline. The reads are queued right behind the ingest statement
+  and come back with it; the writes are one statement queued to go with the COMMIT. A
+  group costs two round trips (three when it opens a fault: the new faults' ids are
+  needed for their frames), whatever its size (docs/PERFORMANCE.md).
 - Others (SQLite, in-process): the ORM, and executemany for the writes.
 """
+
+from datetime import UTC, datetime
 
 import psycopg
 from django.db import connection
@@ -28,6 +29,8 @@ _CONNECTOR_STATUS = ConnectorStatus._meta.db_table
 _STATION = Station._meta.db_table
 _LOG = LogEntry._meta.db_table
 _FAULT_COLUMNS = [f.attname for f in Fault._meta.concrete_fields]
+_BOX_COLUMNS = ["box_id", "status", "since", "last_seen"]
+_CONNECTOR_COLUMNS = ["connector_id", "status", "since"]
 _NEW_FAULT_COLUMNS = [
     "station_id", "box_id", "connector_id", "fault_type", "code", "severity", "state",
     "occurrences", "first_seen", "last_seen", "resolved_by", "resolved_at",
@@ -42,24 +45,60 @@ def _fault_row(fault: Fault) -> tuple:
 
 
 def read_state(wanted: Wanted) -> CurrentState:
-    faults = (
-        Fault.objects.filter(station_id__in=wanted.station_ids, fault_type__in=wanted.fault_types)
-        .exclude(state=Fault.State.RESOLVED)
-        .order_by()
-    )
+    """Plain statements: building the ORM's queries cost more than running them, on
+    the writer's path of every group."""
+    db = connection.alias
+    with connection.cursor() as cursor:
+        faults = [
+            Fault.from_db(db, _FAULT_COLUMNS, row)
+            for row in _select(
+                cursor,
+                f"SELECT {', '.join(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
+                "WHERE state <> 'resolved' AND station_id IN ({}) AND fault_type IN ({})",
+                wanted.station_ids,
+                wanted.fault_types,
+            )
+        ]
+        boxes = [
+            BoxStatus.from_db(db, _BOX_COLUMNS, row)
+            for row in _select(
+                cursor,
+                f"SELECT {', '.join(_BOX_COLUMNS)} FROM {_BOX_STATUS} WHERE box_id IN ({{}})",  # noqa: S608
+                wanted.box_ids,
+            )
+        ]
+        connectors = [
+            ConnectorStatus.from_db(db, _CONNECTOR_COLUMNS, row)
+            for row in _select(
+                cursor,
+                f"SELECT {', '.join(_CONNECTOR_COLUMNS)} FROM {_CONNECTOR_STATUS} "  # noqa: S608
+                "WHERE connector_id IN ({})",
+                wanted.connector_ids,
+            )
+        ]
     return CurrentState(
         faults={key_of(fault): fault for fault in faults},
-        boxes=(
-            {s.pk: s for s in BoxStatus.objects.filter(pk__in=wanted.box_ids)}
-            if wanted.box_ids
-            else {}
-        ),
-        connectors=(
-            {s.pk: s for s in ConnectorStatus.objects.filter(pk__in=wanted.connector_ids)}
-            if wanted.connector_ids
-            else {}
-        ),
+        boxes={s.box_id: s for s in boxes},
+        connectors={s.connector_id: s for s in connectors},
     )
+
+
+def _select(cursor, template: str, *value_sets) -> list[tuple]:
+    """`template` with one "({})" per set of values, filled with placeholders; times
+    made aware as the ORM would (SQLite keeps them as naive UTC)."""
+    if not all(value_sets):
+        return []
+    cursor.execute(
+        template.format(*(", ".join(["%s"] * len(values)) for values in value_sets)),
+        [value for values in value_sets for value in values],
+    )
+    return [
+        tuple(
+            v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+            for v in row
+        )
+        for row in cursor.fetchall()
+    ]
 
 
 _FAULT_UPDATE = (
@@ -70,6 +109,11 @@ _BOX_UPSERT = (
     f"INSERT INTO {_BOX_STATUS} (box_id, status, since, last_seen) "  # noqa: S608
     "VALUES (%s, %s, %s, %s) ON CONFLICT (box_id) DO UPDATE SET "
     "status = excluded.status, since = excluded.since, last_seen = excluded.last_seen"
+)
+_BOX_HEARD = (
+    f"INSERT INTO {_BOX_STATUS} (box_id, status, since, last_seen) "  # noqa: S608
+    "VALUES (%s, '', NULL, %s) ON CONFLICT (box_id) DO UPDATE SET "
+    f"last_seen = MAX(COALESCE({_BOX_STATUS}.last_seen, excluded.last_seen), excluded.last_seen)"
 )
 _CONNECTOR_UPSERT = (
     f"INSERT INTO {_CONNECTOR_STATUS} (connector_id, status, since) "  # noqa: S608
@@ -94,6 +138,11 @@ def write_derived(derived: Derived) -> None:
             ])  # fmt: skip
         if derived.new_faults:
             Fault.objects.bulk_create(derived.new_faults)
+        if derived.heard_boxes:
+            cursor.executemany(_BOX_HEARD, [
+                (box_id, db_time(at)) for box_id, at in derived.heard_boxes.items()
+                if box_id not in derived.changed_boxes
+            ])  # fmt: skip
         if derived.changed_boxes:
             cursor.executemany(_BOX_UPSERT, [
                 (s.box_id, s.status, db_time(s.since), db_time(s.last_seen))
@@ -197,6 +246,13 @@ box_statuses AS (
     ON CONFLICT (box_id) DO UPDATE SET
         status = excluded.status, since = excluded.since, last_seen = excluded.last_seen
 ),
+boxes_heard AS (
+    INSERT INTO {_BOX_STATUS} (box_id, status, since, last_seen)
+    SELECT box_id, '', NULL, last_seen
+    FROM jsonb_to_recordset((SELECT j -> 'heard' FROM w)) AS h(box_id bigint, last_seen timestamptz)
+    ON CONFLICT (box_id) DO UPDATE SET
+        last_seen = GREATEST({_BOX_STATUS}.last_seen, excluded.last_seen)
+),
 connector_statuses AS (
     INSERT INTO {_CONNECTOR_STATUS} (connector_id, status, since)
     SELECT * FROM jsonb_to_recordset((SELECT j -> 'connectors' FROM w)) AS c(
@@ -259,8 +315,8 @@ def queue_writes_postgresql(
 ) -> None:
     """Everything else the group derived, and its log entries (notifications/log.py
     number_changes) with each station's counter set to its last number."""
-    if not (log_rows or derived.changed_boxes):
-        return  # (every fault or connector change has its log row)
+    if not (log_rows or derived.heard_boxes):
+        return  # (every fault or status change has its log row)
     faults = () if updates_written else derived.changed_faults.values()
     run(pg, _WRITE_STATEMENT, [Jsonb({
         "faults": [
@@ -274,6 +330,11 @@ def queue_writes_postgresql(
             {"box_id": s.box_id, "status": s.status, "since": _iso(s.since),
              "last_seen": _iso(s.last_seen)}
             for s in derived.changed_boxes.values()
+        ],
+        "heard": [
+            {"box_id": box_id, "last_seen": _iso(at)}
+            for box_id, at in derived.heard_boxes.items()
+            if box_id not in derived.changed_boxes
         ],
         "connectors": [
             {"connector_id": s.connector_id, "status": s.status, "since": _iso(s.since)}
