@@ -139,23 +139,30 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
     when that many remain. Callers read page after page until a page comes back short.
 
     `after` maps station pk to (code, seq). The log is two tables numbered from one
-    counter (models.LogEntry): each is read in (station, seq) order up to `limit`,
-    and the merge is cut where the first cut list ends, so no station's position ever
+    counter (models.LogEntry): each is read in (station, seq) order up to `limit`, and
+    the merge is cut where the first cut list ends, so no station's position ever
     passes an entry not read yet.
+
+    The two reads are two statements, and a group may commit between them. The changes
+    are read first: a transaction numbers its notifications before its changes, so a
+    change read implies its notifications are visible to the second read. The reverse,
+    notifications of a group whose changes the first read missed, leaves a hole in the
+    merge: each station's entries are cut at its first hole, and the next read (or the
+    live frames, which are published after commit) goes on from there.
     """
     if not after:
         return []
     condition = Q()
     for station_id, (_, seq) in after.items():
         condition |= Q(station_id=station_id, seq__gt=seq)
-    notifications = list(
-        Notification.objects.filter(condition)
-        .select_related("station", "box", "connector")
-        .order_by("station_id", "seq")[:limit]
-    )
     changes = list(
         LogEntry.objects.filter(condition)
         .select_related("station")
+        .order_by("station_id", "seq")[:limit]
+    )
+    notifications = list(
+        Notification.objects.filter(condition)
+        .select_related("station", "box", "connector")
         .order_by("station_id", "seq")[:limit]
     )
     complete_to = min(
@@ -165,18 +172,20 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
     )  # fmt: skip
     merged = sorted(notifications + changes, key=lambda row: (row.station_id, row.seq))
     items = []
+    last: dict[int, int] = {}
+    holed: set[int] = set()
     for row in merged:
         if complete_to is not None and (row.station_id, row.seq) > complete_to:
             break
+        if row.station_id in holed:
+            continue
+        if row.station_id in last and row.seq != last[row.station_id] + 1:
+            holed.add(row.station_id)  # not visible to both reads yet
+            continue
+        last[row.station_id] = row.seq
         if isinstance(row, Notification):
-            items.append(
-                LogItem(
-                    row.station.code,
-                    row.seq,
-                    NOTIFICATION_EVENT,
-                    encode_data(notification_data(row)),
-                )
-            )
+            data = encode_data(notification_data(row))
+            items.append(LogItem(row.station.code, row.seq, NOTIFICATION_EVENT, data))
         else:
             items.append(LogItem(row.station.code, row.seq, row.kind, row.data))
     return items
