@@ -135,8 +135,9 @@ def _write_entries(rows: list[tuple[int, int, str, str]], created_at) -> None:
 
 
 def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[LogItem]:
-    """Entries past each station's position, in each station's order, at least `limit`
-    when that many remain. Callers read page after page until a page comes back short.
+    """Entries past each station's position, in each station's order: `limit` of them
+    when that many remain (the whole page is one write to a client, bounded like every
+    write). Callers read page after page until a page comes back short.
 
     `after` maps station pk to (code, seq). The log is two tables numbered from one
     counter (models.LogEntry): each is read in (station, seq) order up to `limit`, and
@@ -175,8 +176,10 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
     last: dict[int, int] = {}
     holed: set[int] = set()
     for row in merged:
-        if complete_to is not None and (row.station_id, row.seq) > complete_to:
-            break
+        if len(items) == limit or (
+            complete_to is not None and (row.station_id, row.seq) > complete_to
+        ):
+            break  # a page is at most `limit` entries (each a write to the client)
         if row.station_id in holed:
             continue
         if row.station_id in last and row.seq != last[row.station_id] + 1:

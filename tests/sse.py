@@ -120,6 +120,16 @@ class SSEStream:
                 found.append(event)
         return found
 
+    def collect_log_until(self, done, timeout: float = 10.0) -> list[SSEEvent]:
+        """Log frames (as collect_log) until done(frames) is true."""
+        deadline = time.monotonic() + timeout
+        found: list[SSEEvent] = []
+        while not done(found):
+            event = self.next(max(0.01, deadline - time.monotonic()))
+            if event.event in LOG_EVENTS:
+                found.append(event)
+        return found
+
     def quiet(self, event_type: str, seconds: float) -> list[SSEEvent]:
         """Everything of a type that arrives within `seconds` (expected: nothing)."""
         deadline = time.monotonic() + seconds
@@ -160,3 +170,19 @@ def positions_per_station(frames: list[SSEEvent]) -> dict[str, list[int]]:
             seen.setdefault(code, []).append(cursor[code])
         last = cursor
     return seen
+
+
+def every_event_counted(total: int):
+    """For collect_log_until: `total` notifications seen, and the faults they fired
+    counted `total` times (raises in one transaction come as one frame)."""
+
+    def done(frames: list[SSEEvent]) -> bool:
+        notifications = sum(1 for f in frames if f.event == "notification")
+        latest = {}
+        for frame in frames:
+            if frame.event == "fault":
+                data = frame.json()
+                latest[data["id"]] = data["occurrences"]
+        return notifications >= total and sum(latest.values()) >= total
+
+    return done

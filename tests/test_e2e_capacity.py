@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import make_event
 from tests.server import DaphneServer
-from tests.sse import SSEStream, positions_per_station
+from tests.sse import SSEStream, every_event_counted, positions_per_station
 
 pytestmark = pytest.mark.e2e
 
@@ -117,8 +117,9 @@ def test_concurrent_posters_on_sqlite_lose_nothing(tmp_path):
         total = posters * per_poster
         assert statuses.count(201) == total, {s: statuses.count(s) for s in set(statuses)}
         # Every event is the same fault key per station: its notification, and its
-        # fault opened or raised. The stream carries each station's whole log.
-        delivered = stream.collect_log(2 * total, timeout=60)
+        # fault opened or raised (raises in one transaction are one frame). The stream
+        # carries each station's whole log.
+        delivered = stream.collect_log_until(every_event_counted(total), timeout=60)
         ids = [e.json()["id"] for e in delivered if e.event == "notification"]
         assert len(set(ids)) == total
         assert stream.quiet("notification", 0.5) == []

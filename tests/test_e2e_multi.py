@@ -21,7 +21,7 @@ from tests.services import (
     RedisServer,
     pg_connections,
 )
-from tests.sse import SSEStream, positions_per_station
+from tests.sse import SSEStream, every_event_counted, positions_per_station
 
 pytestmark = pytest.mark.e2e
 
@@ -117,11 +117,12 @@ def test_concurrent_posters_on_postgres_get_contiguous_logs_and_one_fault_per_ke
         statuses = [s for result in pool.map(poster, range(posters)) for s in result]
     assert statuses.count(201) == posters * per_poster
 
-    # Every event fires its station's one fault key: a notification and a fault change
-    # each, written by two processes racing on the same stations and the same faults.
+    # Every event fires its station's one fault key: its notification and a raise (raises
+    # stored in one transaction are one frame), by two processes racing on the same
+    # stations and the same faults.
     total = posters * per_poster
     for opened in watchers:
-        delivered = opened.collect_log(2 * total, timeout=60)
+        delivered = opened.collect_log_until(every_event_counted(total), timeout=60)
         for seqs in positions_per_station(delivered).values():
             assert seqs == list(range(1, len(seqs) + 1))
         notifications = [e.json() for e in delivered if e.event == "notification"]
