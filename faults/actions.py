@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
+from faults.derive import Change
 from faults.models import Fault, FaultAction
 from faults.wire import fault_data
 from notifications.ingest.write_lock import write_lock
@@ -32,13 +33,6 @@ class Actor:
     name: str
     remote_addr: str | None = None
     user_agent: str = ""
-
-
-@dataclass
-class _Change:
-    station: Station
-    kind: str
-    data: dict
 
 
 def act_on_fault(fault_id: int, action: str, actor: Actor, note: str | None = None) -> Fault:
@@ -70,7 +64,7 @@ def act_on_fault(fault_id: int, action: str, actor: Actor, note: str | None = No
             user_agent=actor.user_agent[:300],
             note=note or "",
         )
-        frames = append_changes([_Change(station, LogEntry.Kind.FAULT.value, fault_data(fault))])
+        frames = append_changes([Change(station, LogEntry.Kind.FAULT.value, fault_data(fault))])
         transaction.on_commit(lambda: publish_frames(frames), robust=True)
     return fault
 

@@ -62,6 +62,15 @@ class Derived:
     heard_boxes: dict[int, object] = field(default_factory=dict)
     changed_connectors: dict[int, ConnectorStatus] = field(default_factory=dict)
 
+    def boxes_only_heard(self):
+        """(box, last seen) of the boxes heard from whose status did not change: only
+        their lastSeen is written (the others are written whole)."""
+        return (
+            (box_id, at)
+            for box_id, at in self.heard_boxes.items()
+            if box_id not in self.changed_boxes
+        )
+
     def fill_new_fault_ids(self) -> None:
         """Once the new faults are inserted: their ids into the changes' data."""
         for change in self.changes:

@@ -44,43 +44,49 @@ def _fault_row(fault: Fault) -> tuple:
 # --- SQLite and other backends: the ORM
 
 
-def read_state(wanted: Wanted) -> CurrentState:
-    """Plain statements: building the ORM's queries cost more than running them, on
-    the writer's path of every group."""
+def _state(fault_rows, box_rows, connector_rows) -> CurrentState:
+    """The rows of the three reads (columns as _FAULT/_BOX/_CONNECTOR_COLUMNS), as the
+    derivation takes them. Both backends read the same; only the statements differ."""
     db = connection.alias
-    with connection.cursor() as cursor:
-        faults = [
-            Fault.from_db(db, _FAULT_COLUMNS, row)
-            for row in _select(
-                cursor,
-                f"SELECT {', '.join(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
-                "WHERE state <> 'resolved' AND station_id IN ({}) AND fault_type IN ({})",
-                wanted.station_ids,
-                wanted.fault_types,
-            )
-        ]
-        boxes = [
-            BoxStatus.from_db(db, _BOX_COLUMNS, row)
-            for row in _select(
-                cursor,
-                f"SELECT {', '.join(_BOX_COLUMNS)} FROM {_BOX_STATUS} WHERE box_id IN ({{}})",  # noqa: S608
-                wanted.box_ids,
-            )
-        ]
-        connectors = [
-            ConnectorStatus.from_db(db, _CONNECTOR_COLUMNS, row)
-            for row in _select(
-                cursor,
-                f"SELECT {', '.join(_CONNECTOR_COLUMNS)} FROM {_CONNECTOR_STATUS} "  # noqa: S608
-                "WHERE connector_id IN ({})",
-                wanted.connector_ids,
-            )
-        ]
+    faults = [Fault.from_db(db, _FAULT_COLUMNS, row) for row in fault_rows]
+    boxes = [BoxStatus.from_db(db, _BOX_COLUMNS, row) for row in box_rows]
+    connectors = [ConnectorStatus.from_db(db, _CONNECTOR_COLUMNS, row) for row in connector_rows]
     return CurrentState(
         faults={key_of(fault): fault for fault in faults},
         boxes={s.box_id: s for s in boxes},
         connectors={s.connector_id: s for s in connectors},
     )
+
+
+def _columns_of(columns: list[str]) -> str:
+    return ", ".join(columns)
+
+
+def read_state(wanted: Wanted) -> CurrentState:
+    """Plain statements: building the ORM's queries cost more than running them, on
+    the writer's path of every group."""
+    with connection.cursor() as cursor:
+        return _state(
+            _select(
+                cursor,
+                f"SELECT {_columns_of(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
+                "WHERE state <> 'resolved' AND station_id IN ({}) AND fault_type IN ({})",
+                wanted.station_ids,
+                wanted.fault_types,
+            ),
+            _select(
+                cursor,
+                f"SELECT {_columns_of(_BOX_COLUMNS)} FROM {_BOX_STATUS} "  # noqa: S608
+                "WHERE box_id IN ({})",
+                wanted.box_ids,
+            ),
+            _select(
+                cursor,
+                f"SELECT {_columns_of(_CONNECTOR_COLUMNS)} FROM {_CONNECTOR_STATUS} "  # noqa: S608
+                "WHERE connector_id IN ({})",
+                wanted.connector_ids,
+            ),
+        )
 
 
 def _select(cursor, template: str, *value_sets) -> list[tuple]:
@@ -140,8 +146,7 @@ def write_derived(derived: Derived) -> None:
             Fault.objects.bulk_create(derived.new_faults)
         if derived.heard_boxes:
             cursor.executemany(_BOX_HEARD, [
-                (box_id, db_time(at)) for box_id, at in derived.heard_boxes.items()
-                if box_id not in derived.changed_boxes
+                (box_id, db_time(at)) for box_id, at in derived.boxes_only_heard()
             ])  # fmt: skip
         if derived.changed_boxes:
             cursor.executemany(_BOX_UPSERT, [
@@ -166,7 +171,7 @@ class PostgresState:
     def __init__(self, pg: psycopg.Connection, wanted: Wanted):
         self._faults = run(
             pg,
-            f"SELECT {', '.join(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
+            f"SELECT {_columns_of(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
             "WHERE station_id = ANY(%b) AND fault_type = ANY(%b) AND state <> 'resolved'",
             [list(wanted.station_ids), list(wanted.fault_types)],
         )
@@ -174,35 +179,23 @@ class PostgresState:
         if wanted.box_ids:
             self._boxes = run(
                 pg,
-                f"SELECT box_id, status, since, last_seen FROM {_BOX_STATUS} "  # noqa: S608
+                f"SELECT {_columns_of(_BOX_COLUMNS)} FROM {_BOX_STATUS} "  # noqa: S608
                 "WHERE box_id = ANY(%b)",
                 [list(wanted.box_ids)],
             )
         if wanted.connector_ids:
             self._connectors = run(
                 pg,
-                f"SELECT connector_id, status, since FROM {_CONNECTOR_STATUS} "  # noqa: S608
+                f"SELECT {_columns_of(_CONNECTOR_COLUMNS)} FROM {_CONNECTOR_STATUS} "  # noqa: S608
                 "WHERE connector_id = ANY(%b)",
                 [list(wanted.connector_ids)],
             )
 
     def collect(self) -> CurrentState:
-        db = connection.alias
-        faults = [Fault.from_db(db, _FAULT_COLUMNS, row) for row in self._faults.fetchall()]
-        boxes = (
-            [BoxStatus.from_db(db, ["box_id", "status", "since", "last_seen"], row)
-             for row in self._boxes.fetchall()]
-            if self._boxes is not None else []
-        )  # fmt: skip
-        connectors = (
-            [ConnectorStatus.from_db(db, ["connector_id", "status", "since"], row)
-             for row in self._connectors.fetchall()]
-            if self._connectors is not None else []
-        )  # fmt: skip
-        return CurrentState(
-            faults={key_of(fault): fault for fault in faults},
-            boxes={s.box_id: s for s in boxes},
-            connectors={s.connector_id: s for s in connectors},
+        return _state(
+            self._faults.fetchall(),
+            self._boxes.fetchall() if self._boxes is not None else [],
+            self._connectors.fetchall() if self._connectors is not None else [],
         )
 
 
@@ -333,8 +326,7 @@ def queue_writes_postgresql(
         ],
         "heard": [
             {"box_id": box_id, "last_seen": _iso(at)}
-            for box_id, at in derived.heard_boxes.items()
-            if box_id not in derived.changed_boxes
+            for box_id, at in derived.boxes_only_heard()
         ],
         "connectors": [
             {"connector_id": s.connector_id, "status": s.status, "since": _iso(s.since)}

@@ -12,7 +12,6 @@ row locked (the ingest's statement locks it; operator actions lock it first).
 from collections import Counter
 from dataclasses import dataclass
 
-import psycopg
 from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
@@ -113,18 +112,9 @@ def write_changes(rows: list[tuple], last_seq: dict[int, int]) -> None:
 
 
 def _write_entries(rows: list[tuple[int, int, str, str]], created_at) -> None:
-    """(station, seq, kind, data JSON) rows into the log in one statement: a batch's
-    fault changes are one per event, and the ORM's bulk_create cost more per row than
-    the rest of the derivation."""
-    if connection.vendor == "postgresql":
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(
-                f"INSERT INTO {_LOG} (station_id, seq, kind, data, created_at) "  # noqa: S608
-                "SELECT s, q, k, d, %b FROM unnest("
-                "%b::bigint[], %b::bigint[], %b::text[], %b::text[]) AS e(s, q, k, d)",
-                [created_at, *map(list, zip(*rows, strict=True))],
-            )
-        return
+    """(station, seq, kind, data JSON) rows into the log, with executemany: one C loop
+    on SQLite. (PostgreSQL's ingest writes its entries in its own write statement,
+    faults/persist.py; what comes here there is an operator's action, a row or two.)"""
     created = connection.ops.adapt_datetimefield_value(created_at)
     with connection.cursor() as cursor:
         cursor.executemany(
