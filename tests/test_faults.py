@@ -272,18 +272,23 @@ def test_postgresql_stopped_and_started_under_load_refuses_with_503_and_retry_af
                 f"at once), slowest answer {slowest:.2f} s"
             )
         opens = [
-            (answered - began, status)
+            (answered - began, status, answered < down["to"])
             for sub in reopened
             for began, answered, status in sub.history
             if down["from"] <= began < down["to"]
         ]
-        open_statuses = Counter(status for _, status in opens)
-        slowest_open = max((took for took, _ in opens), default=0)
+        open_statuses = Counter(status for _, status, _ in opens)
+        slowest_open = max((took for took, _, _ in opens), default=0)
         print(
             f"[fault suite]   stream opens while PostgreSQL was down: {dict(open_statuses)}, "
             f"slowest answer {slowest_open:.2f} s"
         )
-        if not opens or set(open_statuses) != {503} or slowest_open > 3:
+        # Answered while it was down: 503. An open still waiting for a connection (at
+        # most DB_POOL_TIMEOUT, 2 s) when the database came back may be served, as a
+        # post may be stored; timing alone decides which, so both are right then.
+        answered_down = {status for _, status, before_restart in opens if before_restart}
+        answered_after = {status for _, status, before_restart in opens if not before_restart}
+        if not opens or answered_down - {503} or answered_after - {503, 200} or slowest_open > 3:
             problems.append(
                 f"stream opens while PostgreSQL was down: {dict(open_statuses)} (not all 503 "
                 f"at once), slowest answer {slowest_open:.2f} s"
