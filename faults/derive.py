@@ -78,6 +78,36 @@ class Derived:
                 change.data["id"] = str(change.fault.pk)
 
 
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """What an event does by the rules: all of it that does not depend on what is
+    stored. Worked out ahead on the request's thread (notifications/ingest/rows.py), so
+    the part of the derivation that other writers wait for (the stations are locked
+    while it runs) is only the part that needs the stored state."""
+
+    key: tuple  # its fault's key
+    effect: str  # EventRule.Effect
+    status: str  # the status it reports, "" for none
+    severity: str | None  # the severity it carries itself
+
+
+def classify(row: Notification, rules: Rules) -> Classified:
+    status = _status(row)
+    severity = row.extra.get("severity")
+    return Classified(
+        key=fault_key(row.station_id, row.box_id, row.connector_id, row.fault_type, row.code),
+        effect=rules.effect(
+            fault_type=row.fault_type,
+            code=row.code,
+            action=row.action,
+            status=status,
+            cleared=row.extra.get("cleared") is True,
+        ),
+        status=status,
+        severity=severity if severity in _SEVERITIES else None,
+    )
+
+
 @dataclass(frozen=True)
 class Wanted:
     """What to read for a group of events (a superset: known ids included)."""
@@ -89,23 +119,27 @@ class Wanted:
 
 
 def wanted_for(events) -> Wanted:
-    """Events or notification rows: anything with station/box/connector ids, fault
-    type and extra."""
-    any_box = any(e.box is not None for e in events)
+    """For prepared events (notifications/ingest/rows.py: each with its row and its
+    Classified)."""
+    rows = [event.row for event in events]
+    any_box = any(row.box_id is not None for row in rows)
+    reporting = [event.row for event in events if event.classified.status]
     return Wanted(
-        station_ids={e.station.pk for e in events},
-        fault_types={e.fault_type for e in events} | ({OFFLINE} if any_box else set()),
+        station_ids={row.station_id for row in rows},
+        fault_types={row.fault_type for row in rows} | ({OFFLINE} if any_box else set()),
         box_ids={
-            e.box.pk for e in events if e.box is not None and e.connector is None and _status(e)
+            row.box_id for row in reporting if row.box_id is not None and row.connector_id is None
         },  # fmt: skip
-        connector_ids={e.connector.pk for e in events if e.connector is not None and _status(e)},
+        connector_ids={row.connector_id for row in reporting if row.connector_id is not None},
     )
 
 
-def derive(rows: list[Notification], state: CurrentState, rules: Rules) -> Derived:
+def derive(events, state: CurrentState, rules: Rules) -> Derived:
+    """`events`: the group's new events in log order, prepared (each with its row,
+    stamped with its receive time, and its Classified)."""
     derivation = _Derivation(state, rules)
-    for row in rows:
-        derivation.apply(row)
+    for event in events:
+        derivation.apply(event.row, event.classified)
     return derivation.finish()
 
 
@@ -134,30 +168,22 @@ class _Derivation:
         self._pending_raise.clear()
         return self.result
 
-    def apply(self, row: Notification) -> None:
+    def apply(self, row: Notification, classified: Classified) -> None:
         at = _event_time(row)
-        status = _status(row)
-        if row.box is not None:
+        if row.box_id is not None:
             self._heard_from_box(row)
-        if status:
-            self._set_status(row, status, at)
-        effect = self.rules.effect(
-            fault_type=row.fault_type,
-            code=row.code,
-            action=row.action,
-            status=status,
-            cleared=row.extra.get("cleared") is True,
-        )
-        key = fault_key(row.station_id, row.box_id, row.connector_id, row.fault_type, row.code)
+        if classified.status:
+            self._set_status(row, classified.status, at)
+        effect = classified.effect
         if effect == EventRule.Effect.CLEAR:
-            fault = self.faults.get(key)
+            fault = self.faults.get(classified.key)
             # A clearing report older than the fault's latest firing is stale: the
             # fault fired again after it, so it stays open.
             if fault is not None and at >= fault.last_seen:
                 self._attach(fault, row)
                 self._resolve(fault, f"event:{row.message_id}", at)
         elif effect == EventRule.Effect.FAULT:
-            self._fire(key, row, at)
+            self._fire(classified.key, row, at, classified.severity)
 
     def _heard_from_box(self, row: Notification) -> None:
         heard = self.result.heard_boxes
@@ -169,7 +195,7 @@ class _Derivation:
             self._resolve(offline, "system", row.received_at)
 
     def _set_status(self, row: Notification, status: str, at) -> None:
-        if row.connector is not None:
+        if row.connector_id is not None:
             live = self.connectors.get(row.connector_id)
             if live is None:
                 live = self.connectors[row.connector_id] = ConnectorStatus(connector=row.connector)
@@ -179,7 +205,7 @@ class _Derivation:
             live.status, live.since = status, at
             self.changed_connectors[row.connector_id] = live
             data = connector_status_data(row.station, row.box, row.connector, live)
-        elif row.box is not None:
+        elif row.box_id is not None:
             live = self.boxes.get(row.box_id)
             if live is None:
                 live = self.boxes[row.box_id] = BoxStatus(box=row.box, status="")
@@ -193,9 +219,7 @@ class _Derivation:
             return  # a station-wide event has no status to set
         self.changes.append(Change(row.station, LogEntry.Kind.STATUS.value, data))
 
-    def _fire(self, key, row: Notification, at) -> None:
-        explicit = row.extra.get("severity")
-        explicit = explicit if explicit in _SEVERITIES else None
+    def _fire(self, key, row: Notification, at, explicit: str | None) -> None:
         fault = self.faults.get(key)
         if fault is None:
             fault = Fault(
@@ -246,8 +270,8 @@ class _Derivation:
         self._record(fault)
 
     def _changed(self, fault: Fault) -> None:
-        if fault.pk is not None:
-            self.changed_faults[fault.pk] = fault
+        if fault.id is not None:
+            self.changed_faults[fault.id] = fault
 
     def _record_raise(self, fault: Fault) -> None:
         if id(fault) in self._pending_raise:

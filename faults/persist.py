@@ -308,8 +308,8 @@ def queue_writes_postgresql(
 ) -> None:
     """Everything else the group derived, and its log entries (notifications/log.py
     number_changes) with each station's counter set to its last number."""
-    if not (log_rows or derived.heard_boxes):
-        return  # (every fault or status change has its log row)
+    if not last_seq:
+        return  # nothing new was stored (every change follows a new notification)
     faults = () if updates_written else derived.changed_faults.values()
     run(pg, _WRITE_STATEMENT, [Jsonb({
         "faults": [

@@ -42,24 +42,33 @@ def store_postgresql(
     candidates: dict[str, EventInput],
 ) -> tuple[list[Notification], CommittedFrames]:
     """Store the group's new events and what they change; returns the new rows and the
-    frames to publish once committed. Raises Django's database errors."""
+    frames to publish once committed. Raises Django's database errors. The events are
+    prepared (ingest/rows.py prepare_rows)."""
     _set_up_connection()
     pg = connection.connection
     events = list(candidates.values())
+    # Everything that does not need the stored state is done before the transaction:
+    # from the ingest statement on, the group's stations are locked, and every other
+    # writer with an event for one of them waits until this one commits.
     received_at = timezone.now()
+    for event in events:
+        event.row.received_at = received_at
+    params = [_group_json(events), received_at]
+    wanted = wanted_for(events)
     rules = current_rules()
     with connection.wrap_database_errors, _one_transaction(pg):
-        ingest = run(pg, _INGEST_STATEMENT, _statement_params(events, received_at))
-        state = persist.PostgresState(pg, wanted_for(events))
+        ingest = run(pg, _INGEST_STATEMENT, params)
+        state = persist.PostgresState(pg, wanted)
         inserted = {message_id: (seq, pk) for message_id, seq, pk in ingest.fetchall()}
-        new_rows = _new_rows(events, inserted, received_at)
-        derived = derive(new_rows, state.collect(), rules)
-        last_seq = {}
-        for row in new_rows:  # the stations are locked: their counters stand here
-            last_seq[row.station_id] = max(last_seq.get(row.station_id, 0), row.seq)
+        fresh = [event for event in events if event.message_id in inserted]
+        derived = derive(fresh, state.collect(), rules)
+        # The stations are locked: their counters stand at their last new notification
+        # (numbered in arrival order, so the last one seen is each station's highest).
+        last_seq = {event.row.station_id: inserted[event.message_id][0] for event in fresh}
         updates_written = persist.insert_new_faults_postgresql(pg, derived)  # their ids
         rows, derived_frames = number_changes(derived.changes, last_seq)
         persist.queue_writes_postgresql(pg, derived, rows, last_seq, updates_written)
+    new_rows = _numbered_rows(fresh, inserted, received_at)
     return new_rows, CommittedFrames(new_rows, derived_frames)
 
 
@@ -75,15 +84,17 @@ def _one_transaction(pg: psycopg.Connection):
         yield
 
 
-def _new_rows(events, inserted, received_at) -> list[Notification]:
+def _numbered_rows(events, inserted, received_at) -> list[Notification]:
+    """The stored events' rows with their numbers and ids (once committed: off the
+    stations' locks)."""
+    alias = connection.alias
     rows = []
     for event in events:
-        if event.message_id in inserted:
-            seq, pk = inserted[event.message_id]
-            row = new_row(event, seq, received_at, pk)
-            row._state.adding = False  # stored, as bulk_create leaves its rows
-            row._state.db = connection.alias
-            rows.append(row)
+        seq, pk = inserted[event.message_id]
+        row = new_row(event, seq, received_at, pk)
+        row._state.adding = False  # stored, as bulk_create leaves its rows
+        row._state.db = alias
+        rows.append(row)
     return rows
 
 
@@ -97,26 +108,30 @@ _STATION = Station._meta.db_table
 # went from 800-890 to 360-470 µs in `make bench` (docs/PERFORMANCE.md). It runs inside
 # the group's transaction, which then derives faults and statuses (faults/derive.py)
 # with the stations still locked. Read from the top:
-#   incoming   the group's events, one array per column, in arrival order (ord);
+#   incoming   the group's events (one JSON array, see _group_json), in arrival
+#              order (ord);
 #   fresh      those whose id is not in the log yet (a sender's retry is answered
 #              from the log instead);
-#   wanted     how many numbers each station needs;
+#   wanted     the stations they belong to;
 #   locked     the stations' rows, locked in key order (so two writers never
 #              deadlock) and held until commit: that is what keeps each station's
-#              sequence contiguous and committed in order, which resume relies on;
-#   allocated  the stations' counters moved on; READ COMMITTED re-reads a row that
-#              another writer committed while this one waited for its lock;
+#              sequence contiguous and committed in order, which resume relies on.
+#              READ COMMITTED re-reads a row that another writer committed while this
+#              one waited for its lock, so `previous` is the counter as it stands;
 #   inserted   the rows, numbered from each station's previous counter in arrival
 #              order (a notification is its own entry of the station's log).
+# The counters are moved on once, by the group's write statement at the end (after the
+# derived changes are numbered too: faults/persist.py queue_writes_postgresql).
 # An id that another process stores between this statement's snapshot and its insert
 # fails the unique index: the transaction rolls back whole, numbers included, and
 # notification_ingest_group runs it again, which then finds the row.
 _INGEST_STATEMENT = f"""
 WITH incoming AS (
-    SELECT * FROM unnest(
-        %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],
-        %b::text[], %b::text[], %b::timestamptz[], %b::jsonb[], %b::jsonb[]
-    ) WITH ORDINALITY AS e(
+    SELECT * FROM ROWS FROM (jsonb_to_recordset(%b::jsonb) AS (
+        station_id bigint, box_id bigint, connector_id bigint, message_id text,
+        fault_type text, action text, message text, code text, occurred_at timestamptz,
+        extra jsonb, payload jsonb
+    )) WITH ORDINALITY AS e(
         station_id, box_id, connector_id, message_id, fault_type, action,
         message, code, occurred_at, extra, payload, ord
     )
@@ -129,17 +144,12 @@ fresh AS (
     WHERE known.hit IS NULL
 ),
 wanted AS (
-    SELECT station_id, count(*) AS n FROM fresh GROUP BY station_id
+    SELECT DISTINCT station_id FROM fresh
 ),
 locked AS (
-    SELECT s.id FROM {_STATION} AS s WHERE s.id IN (SELECT station_id FROM wanted)
+    SELECT s.id, s.log_seq AS previous FROM {_STATION} AS s
+    WHERE s.id IN (SELECT station_id FROM wanted)
     ORDER BY s.id FOR UPDATE
-),
-allocated AS (
-    UPDATE {_STATION} AS s SET log_seq = s.log_seq + w.n
-    FROM wanted AS w, locked AS l
-    WHERE s.id = w.station_id AND s.id = l.id
-    RETURNING s.id, s.log_seq - w.n AS previous
 ),
 inserted AS (
     INSERT INTO {_NOTIFICATION} (
@@ -150,7 +160,7 @@ inserted AS (
            a.previous + row_number() OVER (PARTITION BY f.station_id ORDER BY f.ord),
            f.message_id, f.fault_type, f.action, f.message, f.code, f.occurred_at,
            %b::timestamptz, f.extra, f.payload
-    FROM fresh AS f JOIN allocated AS a ON a.id = f.station_id
+    FROM fresh AS f JOIN locked AS a ON a.id = f.station_id
     RETURNING message_id, seq, id
 )
 SELECT message_id, seq, id FROM inserted
@@ -187,19 +197,24 @@ def _set_up_connection() -> None:
         _set_up.add(pg_connection)
 
 
-def _statement_params(events: list[EventInput], received_at) -> list:
-    """_INGEST_STATEMENT's parameters: one array per column, then the receive time."""
-    return [
-        [e.station.pk for e in events],
-        [e.box.pk if e.box is not None else None for e in events],
-        [e.connector.pk if e.connector is not None else None for e in events],
-        [e.message_id for e in events],
-        [e.fault_type for e in events],
-        [e.action for e in events],
-        [e.message for e in events],
-        [e.code for e in events],
-        [e.occurred_at for e in events],
-        [Jsonb(e.extra) for e in events],
-        [Jsonb(e.payload) for e in events],
-        received_at,
-    ]
+def _group_json(events: list[EventInput]) -> Jsonb:
+    """_INGEST_STATEMENT's events: one JSON array, encoded by the json module's C
+    encoder in one call. Sent as arrays, one per column, psycopg dumped them element by
+    element in Python: the largest cost of the writer's own (measured in
+    docs/PERFORMANCE.md, issue 11)."""
+    return Jsonb([
+        {
+            "station_id": e.station.pk,
+            "box_id": e.box.pk if e.box is not None else None,
+            "connector_id": e.connector.pk if e.connector is not None else None,
+            "message_id": e.message_id,
+            "fault_type": e.fault_type,
+            "action": e.action,
+            "message": e.message,
+            "code": e.code,
+            "occurred_at": e.occurred_at.isoformat() if e.occurred_at is not None else None,
+            "extra": e.extra,
+            "payload": e.payload,
+        }
+        for e in events
+    ])  # fmt: skip

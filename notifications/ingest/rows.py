@@ -2,6 +2,8 @@
 
 from django.core.exceptions import ImproperlyConfigured
 
+from faults.derive import classify
+from faults.rules import current_rules
 from notifications.ingest.validation import EventInput
 from notifications.models import Notification
 from notifications.push.local import LiveEvent
@@ -25,15 +27,21 @@ if tuple(f.attname for f in Notification._meta.concrete_fields) != _POSITIONAL_C
 
 
 def prepare_rows(events: list[EventInput]) -> None:
-    """Build the events' rows ahead, on the request's thread: the group committer's
-    writer is the ingest's one serial step, and it then only numbers them."""
+    """Build each event's row and work out what it does by the rules (faults/derive.py
+    classify), ahead: on the request's thread, as the group committer calls it. The
+    group's writer is the ingest's one serial step, and what it derives with the
+    stations locked makes every other writer wait. Events prepared already are left."""
+    rules = None
     for event in events:
-        event.row = _build(event)
+        if event.row is None:
+            rules = rules or current_rules()
+            event.row = _build(event)
+            event.classified = classify(event.row, rules)
 
 
 def new_row(event: EventInput, seq: int, received_at, pk: int | None = None) -> Notification:
-    """The event's row (prepared ahead, or built now), numbered and stamped."""
-    row = event.row if event.row is not None else _build(event)
+    """The event's prepared row, numbered and stamped."""
+    row = event.row
     row.pk, row.seq, row.received_at = pk, seq, received_at
     return row
 

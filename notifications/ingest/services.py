@@ -17,7 +17,7 @@ from faults import persist
 from faults.derive import derive, wanted_for
 from faults.rules import current_rules
 from notifications.ingest.postgresql import store_postgresql
-from notifications.ingest.rows import CommittedFrames, new_row
+from notifications.ingest.rows import CommittedFrames, new_row, prepare_rows
 from notifications.ingest.validation import EventInput
 from notifications.ingest.write_lock import write_lock
 from notifications.log import allocate_seqs, number_changes, write_changes
@@ -74,6 +74,7 @@ def _store(requests: list[list[EventInput]], publish) -> list[list[Stored]]:
     for request in requests:
         for event in request:
             candidates.setdefault(event.message_id, event)
+    prepare_rows(list(candidates.values()))  # (the group committer's are prepared already)
 
     # One transaction for the notifications, their log entries and everything derived
     # from them (faults, statuses and their log entries): a crash keeps all or none.
@@ -125,7 +126,7 @@ def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], 
     if not new_rows:
         return [], []
     Notification.objects.bulk_create(new_rows)
-    derived = derive(new_rows, persist.read_state(wanted_for(new_rows)), current_rules())
+    derived = derive(new_events, persist.read_state(wanted_for(new_events)), current_rules())
     persist.write_derived(derived)
     last_seq = {pk: seq - 1 for pk, seq in next_seq.items()}
     rows, derived_frames = number_changes(derived.changes, last_seq)

@@ -79,8 +79,10 @@ class EventInput:
     occurred_at: datetime | None
     extra: dict
     payload: dict = field(repr=False)
-    # Its Notification row, built ahead on the request's thread (ingest/rows.py).
+    # Its Notification row and what it does by the rules (faults/derive.py Classified),
+    # worked out ahead on the request's thread (ingest/rows.py prepare_rows).
     row: object = field(default=None, repr=False, compare=False)
+    classified: object = field(default=None, repr=False, compare=False)
 
 
 class Equipment:
