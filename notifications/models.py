@@ -7,7 +7,14 @@ from stations.models import Box, Connector, Station
 
 
 class Notification(models.Model):
-    station = models.ForeignKey(Station, on_delete=models.PROTECT, related_name="notifications")
+    # Every index is written by every ingest, with the stations' rows locked: none that
+    # another serves already. Lookups by station use notification_seq_per_station
+    # (station first); message_id's unique index serves its lookups, and as a
+    # constraint (below) it comes without the LIKE index a unique CharField gets on
+    # PostgreSQL (nothing here searches message ids by prefix).
+    station = models.ForeignKey(
+        Station, on_delete=models.PROTECT, related_name="notifications", db_index=False
+    )
     box = models.ForeignKey(
         Box, on_delete=models.PROTECT, null=True, blank=True, related_name="notifications"
     )
@@ -18,8 +25,9 @@ class Notification(models.Model):
     # the station's counter (Station.log_seq) like its fault and status changes
     # (LogEntry), so notifications' numbers increase but are not contiguous.
     seq = models.BigIntegerField(editable=False)
-    # The sender's id; unique, so a retried POST is stored and published once.
-    message_id = models.CharField("message id", max_length=128, unique=True)
+    # The sender's id; unique (notification_message_id), so a retried POST is stored and
+    # published once.
+    message_id = models.CharField("message id", max_length=128)
     fault_type = models.CharField(max_length=64)
     action = models.CharField(max_length=64)
     message = models.TextField(blank=True)
@@ -37,6 +45,7 @@ class Notification(models.Model):
         constraints = [
             # Replay: WHERE station = ? AND seq > ? ORDER BY seq.
             models.UniqueConstraint(fields=["station", "seq"], name="notification_seq_per_station"),
+            models.UniqueConstraint(fields=["message_id"], name="notification_message_id"),
         ]
         indexes = [
             # Admin and history API: newest first, date hierarchy.
@@ -67,7 +76,10 @@ class LogEntry(models.Model):
         FAULT = "fault"
         STATUS = "status"
 
-    station = models.ForeignKey(Station, on_delete=models.CASCADE, related_name="log")
+    # Lookups by station use log_seq_per_station (station first): no index of its own.
+    station = models.ForeignKey(
+        Station, on_delete=models.CASCADE, related_name="log", db_index=False
+    )
     seq = models.BigIntegerField()
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # The frame's data line exactly as published at that change (JSON text: replayed as
