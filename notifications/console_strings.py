@@ -27,7 +27,7 @@ CONSOLE_STRINGS = {
     "cursor_tooltip": _("Stream cursor %(cursor)s: where the feed resumes after a disconnect"),
     # Loud problems.
     "stale_banner": _(
-        "Connection lost. The data on this page may be stale since %(time)s. Reconnecting…"
+        "Connection lost: data may be stale since %(time)s. Reconnecting…"
     ),
     "signed_out": _("You are signed out (in this tab or another one): the live feed has stopped."),
     "sign_in_again": _("Sign in again"),

@@ -168,9 +168,11 @@ def wait_for_rows(page, events, timeout=WAIT_MS):
     )
 
 
-def feed_ids(page) -> list[str]:
-    """Message ids of the feed's rows, top (newest) first."""
-    return page.eval_on_selector_all("#feed tbody tr", "rows => rows.map(r => r.dataset.id)")
+def feed_ids(page, visible=False) -> list[str]:
+    """Message ids of the log's rows, top (newest) first; `visible`: those the filters
+    leave shown."""
+    selector = "#feed tbody tr:not([hidden])" if visible else "#feed tbody tr"
+    return page.eval_on_selector_all(selector, "rows => rows.map(r => r.dataset.id)")
 
 
 def row_cells(page, event) -> list[str]:
@@ -214,3 +216,43 @@ class BadGateway:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """More pages, each in a browser of its own (another operator) unless `context` is
+    given; `init_script` runs before the page's own scripts. JavaScript errors on any of
+    them fail the test."""
+    contexts, errors = [], []
+
+    def make(context=None, init_script=None, **options):
+        if context is None:
+            context = browser.new_context(**{"viewport": {"width": 1280, "height": 720}, **options})
+            contexts.append(context)
+        tab = context.new_page()
+        if init_script:
+            tab.add_init_script(init_script)
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        return tab
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def fault_items(page) -> list[dict]:
+    """The fault list as shown, top first: id, severity, state and text."""
+    return page.eval_on_selector_all(
+        "#faults .fault-item:not([hidden])",
+        """items => items.map(i => ({id: i.dataset.id, severity: i.dataset.severity,
+            state: i.dataset.state, text: i.innerText}))""",
+    )
+
+
+def wait_for_faults(page, count: int, timeout=WAIT_MS):
+    page.wait_for_function(
+        "n => document.querySelectorAll('#faults .fault-item').length === n",
+        arg=count,
+        timeout=timeout,
+    )
