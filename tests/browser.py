@@ -122,6 +122,16 @@ def create_operator(server, username: str, stations: list[str]):
     )
 
 
+def withdraw_access(server, username: str):
+    """The user loses every station assigned to them (an admin's change)."""
+    server.manage(
+        "shell",
+        "-c",
+        "from access.models import StationAccess\n"
+        f"StationAccess.objects.filter(user__username={username!r}).delete()",
+    )
+
+
 def shot(page, name: str):
     """Save a screenshot of the page's current state when DASHBOARD_SCREENSHOTS is set."""
     shots = os.environ.get("DASHBOARD_SCREENSHOTS")

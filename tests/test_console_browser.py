@@ -29,6 +29,7 @@ from tests.browser import (  # noqa: F401 (fixtures)
     wait_for_faults,
     wait_for_rows,
     wait_live,
+    withdraw_access,
 )
 from tests.conftest import make_event
 
@@ -218,12 +219,7 @@ def test_an_acknowledge_in_one_browser_shows_in_another_and_a_resolve_removes_it
     # An action the server refuses is said on the fault, not swallowed: the other
     # operator loses the station; the stream ends and says so, and the critical fault
     # still on their screen can no longer be acted on.
-    server.manage(
-        "shell",
-        "-c",
-        "from access.models import StationAccess\n"
-        "StationAccess.objects.filter(user__username='depot-a').delete()",
-    )
+    withdraw_access(server, "depot-a")
     other.wait_for_selector("#notice:not([hidden])", timeout=RESUME_TIMEOUT_MS)
     assert "forbidden" in other.inner_text("#notice")
     item = f'#faults .fault-item[data-id="{critical_id}"]'

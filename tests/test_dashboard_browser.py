@@ -31,6 +31,7 @@ from tests.browser import (  # noqa: F401
     wait_live,
     wait_live_on,
     wait_not_live,
+    withdraw_access,
 )
 from tests.conftest import make_event
 from tests.server import ROOT
@@ -283,12 +284,7 @@ def test_an_operator_sees_only_their_stations_until_access_is_withdrawn(server, 
 
     # Withdrawn while the page is open: the server ends the stream with a stream-error,
     # and the page says so and stops instead of reconnecting into 403s forever.
-    server.manage(
-        "shell",
-        "-c",
-        "from access.models import StationAccess\n"
-        "StationAccess.objects.filter(user__username='depot-a').delete()",
-    )
+    withdraw_access(server, "depot-a")
     page.wait_for_selector("#notice:not([hidden])", timeout=RESUME_TIMEOUT_MS)
     assert "forbidden" in page.inner_text("#notice")
     assert "ST001" in page.inner_text("#notice")
