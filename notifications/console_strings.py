@@ -113,7 +113,8 @@ CONSOLE_STRINGS = {
     "device_title": _("device time %(time)s"),
     "kind_notice": _("notice"),
     "kind_cleared": _("cleared"),
-    # Picker badges.
+    # The picker.
+    "selected_count": _("%(selected)s of %(total)s"),
     "badge_title": _("%(critical)s critical, %(error)s error faults unresolved"),
     # Alerts.
     "desktop_title": _("Critical fault at %(station)s"),

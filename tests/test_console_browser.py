@@ -578,3 +578,20 @@ def test_the_phone_layout_fits_390_px_with_cards_and_a_drawer(server, new_page):
     phone.wait_for_selector("#faults .fault-item[data-state=acknowledged]", timeout=WAIT_MS)
     _assert_fits(phone)
     shot(phone, "phone-acknowledged")
+
+    # Filters: critical faults only, and only the log's fault rows.
+    for severity in ("error", "warning", "info"):
+        phone.uncheck(f"#filters input[value={severity}]")
+    phone.check("#filters input[value=faults]")
+    assert [i["severity"] for i in fault_items(phone)] == ["critical"]
+    assert len(feed_ids(phone, visible=True)) == 1
+    _assert_fits(phone)
+    shot(phone, "phone-filtered")
+
+    # The outage banner fits too, and Sign out stays on screen.
+    server.kill()
+    phone.wait_for_selector("#stale-banner:not([hidden])", timeout=WAIT_MS)
+    _assert_fits(phone)
+    box = phone.locator("#logout button").bounding_box()
+    assert box and box["x"] + box["width"] <= 390, box
+    shot(phone, "phone-offline-banner")

@@ -244,7 +244,7 @@
 
   function onSelectionChanged() {
     var stations = selectedStations();
-    ui.selectedCount.textContent = stations.length + ' of ' + checkboxes.length;
+    ui.selectedCount.textContent = t('selected_count', { selected: stations.length, total: checkboxes.length });
     ui.drawerCount.textContent = String(stations.length);
     // Keep the selection in the address, so a reload or a shared link shows this console.
     var query = CGM.stationQuery(stations);
@@ -306,10 +306,14 @@
     CGM.getJSON(config.countsUrl).then(function (data) {
       view.polled = data.stations || {};
       showBadges();
-      alerts.problem('');
+      if (view.pollFailed) alerts.problem('');
+      view.pollFailed = false;
     }, function (err) {
-      if (err.status === 401) stream.signedOut();
-      // A poll failing while the stream is down is what the stale banner says already.
+      if (err.status === 401) return stream.signedOut();
+      // While the stream is down the stale banner says it already; otherwise say it here.
+      if (view.stale) return;
+      view.pollFailed = true;
+      alerts.problem(t('badge_poll_failed', { message: err.message }));
     });
   }
   var badgePoll = setInterval(pollBadges, BADGE_POLL_MS);
