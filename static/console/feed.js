@@ -62,9 +62,9 @@
     this.cell(row, 3, n.boxId, 'code');
     this.cell(row, 4, n.connectorId, 'code');
     var type = this.cell(row, 5, '', 'type');
-    type.appendChild(el('span', 'fault', n.faultType || ''));
+    type.appendChild(CGM.breakable('span', 'fault', n.faultType || ''));
     type.appendChild(el('span', 'kind'));
-    this.cell(row, 6, n.action);
+    this.cell(row, 6, '').appendChild(CGM.breakable('span', null, n.action));
     this.cell(row, 7, n.message, 'message');
     this.cell(row, 8, n.code, 'code');
     this.paint(row, 'notice');

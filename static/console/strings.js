@@ -83,7 +83,19 @@
     return node;
   }
 
+  // Identifiers such as SYSTEM_DATA_CHANGED may wrap after their underscores (a <wbr>
+  // after each), so a narrow column breaks them between words, not inside one.
+  function breakable(tag, className, text) {
+    var node = el(tag, className);
+    String(text == null ? '' : text).split(/(?<=_)/).forEach(function (part, index) {
+      if (index) node.appendChild(document.createElement('wbr'));
+      node.appendChild(document.createTextNode(part));
+    });
+    return node;
+  }
+
   CGM.t = t;
+  CGM.breakable = breakable;
   CGM.plural = plural;
   CGM.time = { clock: clock, stamp: stamp, ago: ago, parse: parseTime, ageElement: ageElement, setAge: setAge, refreshAges: refreshAges };
   CGM.el = el;
