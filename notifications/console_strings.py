@@ -26,9 +26,7 @@ CONSOLE_STRINGS = {
     "status_too_many": _("too many stations"),
     "cursor_tooltip": _("Stream cursor %(cursor)s: where the feed resumes after a disconnect"),
     # Loud problems.
-    "stale_banner": _(
-        "Connection lost: data may be stale since %(time)s. Reconnecting…"
-    ),
+    "stale_banner": _("Connection lost: data may be stale since %(time)s. Reconnecting…"),
     "signed_out": _("You are signed out (in this tab or another one): the live feed has stopped."),
     "sign_in_again": _("Sign in again"),
     "stream_ended": _(
@@ -52,13 +50,11 @@ CONSOLE_STRINGS = {
     "ago_hours": _("%(count)s h ago"),
     "ago_days": _("%(count)s d ago"),
     # The board.
-    "board_empty": _("Pick one or more stations to see their chargers."),
     "connector": _("Connector %(id)s"),
     "status_unknown": _("No report yet"),
     "box_last_seen": _("last heard %(age)s"),
     "box_never_seen": _("never heard from"),
     "since": _("since %(age)s"),
-    "box_offline_connector": _("Box offline"),
     # OCPP statuses, as shown on the board.
     "status_Available": _("Available"),
     "status_Preparing": _("Preparing"),
@@ -111,7 +107,6 @@ CONSOLE_STRINGS = {
     "feed_hidden": _("%(count)s hidden by the filters"),
     "received_title": _("received %(time)s"),
     "device_title": _("device time %(time)s"),
-    "kind_notice": _("notice"),
     "kind_cleared": _("cleared"),
     # The picker.
     "selected_count": _("%(selected)s of %(total)s"),
