@@ -502,6 +502,7 @@ def test_signing_out_in_another_tab_ends_the_stream_and_the_page_says_so(server,
     assert "You are signed out" in console.inner_text("#notice")
     assert console.get_attribute("#notice a", "href").startswith("/accounts/login/?next=")
     assert console.title().startswith("Signed out · ")
+    shot(console, "desktop-signed-out")
     streams = []
     console.on("request", lambda r: streams.append(r.url) if "/api/sse/" in r.url else None)
     console.wait_for_timeout(7000)  # more than two retry intervals (3 s)

@@ -52,7 +52,12 @@
     row.dataset.faultKey = faultKey(n);
     var status = n.extra && typeof n.extra.status === 'string' ? n.extra.status : '';
     if (status) row.dataset.status = status;
-    if (fresh) row.classList.add('fresh');
+    if (fresh) {
+      row.classList.add('fresh');
+      // The flash is over after 2.5 s; the class goes too, so a later repaint or a
+      // filter change never replays it.
+      setTimeout(function () { row.classList.remove('fresh'); }, 3000);
+    }
 
     this.cell(row, 0, CGM.time.stamp(received), 'time').title = t('received_title', { time: n.receivedAt });
     var device = n.timestamp ? new Date(n.timestamp) : null;
