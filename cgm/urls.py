@@ -25,6 +25,7 @@ urlpatterns = [
         faults.StationStateView.as_view(),
         name="station-state",
     ),
+    path("api/fault-counts", faults.FaultCountsView.as_view(), name="fault-counts"),
     path("api/faults/<int:fault_id>", faults.FaultDetailView.as_view(), name="fault"),
     path("api/faults/<int:fault_id>/acknowledge", faults.acknowledge, name="fault-acknowledge"),
     path(

@@ -2,6 +2,8 @@
 
 GET  /api/stations/<code>/state          one station's snapshot, with its cursor
 GET  /api/state?station=A&station=B      several stations' snapshot, with one cursor
+GET  /api/fault-counts                   unresolved critical/error/open counts per readable
+                                         station (the console's picker badges)
 GET  /api/faults/<id>                    one fault
 POST /api/faults/<id>/acknowledge        operators: session users of the station (CSRF)
 POST /api/faults/<id>/unacknowledge      and operate keys; body {"note": "..."} optional
@@ -18,7 +20,7 @@ from access.api_auth import API_AUTHENTICATION, IsOperator, IsSubscriber, reques
 from access.models import ApiKey
 from faults.actions import Actor, FaultResolvedError, act_on_fault
 from faults.models import Fault, FaultAction
-from faults.snapshot import UnknownStationsError, station_snapshot
+from faults.snapshot import UnknownStationsError, open_fault_counts, station_snapshot
 from faults.wire import fault_data
 from notifications.errors import ApiError
 from notifications.history.api import EscapedJSONRenderer
@@ -55,6 +57,16 @@ class StateView(_ReadView):
         if not codes:
             raise ApiError(400, "invalid", "Name at least one station.", {"station": ["Required."]})
         return _snapshot_response(request, codes)
+
+
+class FaultCountsView(_ReadView):
+    """Every readable station's unresolved faults, counted: the console streams only the
+    stations picked, and polls this for the badges of the others."""
+
+    def get(self, request):
+        readable = request_stations(request, ApiKey.Scope.SUBSCRIBE)
+        counts = open_fault_counts(None if readable.everything else readable.codes)
+        return Response({"stations": counts})
 
 
 def _readable_fault(request, fault_id: int) -> Fault:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection, transaction
+from django.db.models import Count, Q
 
 from faults.models import SEVERITY_RANK, Fault
 from faults.wire import box_status_data, connector_status_data, fault_data
@@ -78,3 +79,29 @@ def _live(equipment):
         return equipment.live
     except ObjectDoesNotExist:  # never reported yet
         return None
+
+
+def open_fault_counts(codes) -> dict:
+    """{code: {"critical", "error", "unacknowledged"}} of unresolved faults, for the
+    console's station badges; `codes` None means every station. Stations without an
+    unresolved fault are absent (zero everywhere)."""
+    faults = Fault.objects.exclude(state=Fault.State.RESOLVED)
+    if codes is not None:
+        faults = faults.filter(station__code__in=list(codes))
+    rows = (
+        faults.values("station__code")
+        .annotate(
+            critical=Count("pk", filter=Q(severity="critical")),
+            error=Count("pk", filter=Q(severity="error")),
+            unacknowledged=Count("pk", filter=Q(state=Fault.State.OPEN)),
+        )
+        .order_by()
+    )
+    return {
+        row["station__code"]: {
+            "critical": row["critical"],
+            "error": row["error"],
+            "unacknowledged": row["unacknowledged"],
+        }
+        for row in rows
+    }

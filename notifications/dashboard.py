@@ -1,15 +1,28 @@
-"""The operators' dashboard: one server-rendered page, plain JavaScript, no build step."""
+"""The operators' console: one server-rendered page, plain JavaScript, no build step.
+
+The page's scripts are static/console/*.js (README, "The operator's console"); every
+text they show comes from notifications/console_strings.py, rendered into the page.
+"""
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
+from django.utils.translation import gettext_lazy as _
 
 from access.policy import user_stations
+from notifications.console_strings import console_strings
 from stations.models import Station
 
 # Rows the dashboard loads per selection, and keeps on screen at most.
 HISTORY_LIMIT = 50
 MAX_ROWS = 500
+# The severity filter's choices, most severe first (faults/models.py Severity).
+SEVERITIES = [
+    ("critical", _("Critical")),
+    ("error", _("Error")),
+    ("warning", _("Warning")),
+    ("info", _("Info")),
+]
 
 
 def _requested_codes(request) -> list[str]:
@@ -47,5 +60,7 @@ def dashboard(request):
             "max_stations": settings.CGM_SSE_MAX_STATIONS,
             "history_limit": HISTORY_LIMIT,
             "max_rows": MAX_ROWS,
+            "console_strings": console_strings(),
+            "severities": SEVERITIES,
         },
     )

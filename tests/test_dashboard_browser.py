@@ -1,51 +1,42 @@
-"""The operators' dashboard in a real browser against a real Daphne.
-
-Debian's Chromium (/usr/bin/chromium, installed by scripts/ensure-chromium.sh) driven by
-Playwright; never `playwright install`, which downloads browsers this machine cannot
-fetch. Without Chromium the tests skip, except in CI (CI=true), where they fail.
-
-Set DASHBOARD_SCREENSHOTS=<dir> to save a screenshot of each test's final page.
+"""The operators' console's feed in a real browser against a real Daphne: the log, the
+picker, resuming after crashes and resets, and access (tests/browser.py has how the
+browser is run; tests/test_console_browser.py the console's faults, board and alerts).
 """
 
 import os
 import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+# The fixtures (browser, page, server, server_env) are imported from tests/browser.py.
+from tests.browser import (  # noqa: F401
+    CHROMIUM,
+    RESUME_TIMEOUT_MS,
+    WAIT_MS,
+    BadGateway,
+    _browser_problem,
+    browser,
+    create_operator,
+    feed_ids,
+    open_dashboard,
+    page,
+    post,
+    row_cells,
+    server,
+    server_env,
+    status,
+    wait_for_rows,
+    wait_live,
+    wait_live_on,
+    wait_not_live,
+    withdraw_access,
+)
 from tests.conftest import make_event
-from tests.server import ROOT, DaphneServer
+from tests.server import ROOT
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OPERATOR = "operator"
-OPERATOR_PASSWORD = "dashboard-e2e-password"
-# Generous for a loaded 2-core CI machine; on success the waits end as soon as they can.
-RESUME_TIMEOUT_MS = 15_000
-WAIT_MS = 10_000
-
-
-def _browser_problem() -> str | None:
-    if not os.path.exists(CHROMIUM):
-        return f"{CHROMIUM} is missing: run scripts/ensure-chromium.sh (as root)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed: pip install -r requirements-dev.txt"
-    return None
 
 
 def test_the_browser_check_agrees_with_the_machine_and_with_ensure_chromium():
@@ -67,165 +58,6 @@ def test_the_browser_check_agrees_with_the_machine_and_with_ensure_chromium():
         assert executable, f"no problem reported, but {CHROMIUM} is not an executable file"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    problem = _browser_problem()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the dashboard browser tests must run in CI, but {problem}")
-        print(f"skipping the dashboard browser tests: {problem}")
-        pytest.skip(problem)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def server_env():
-    """Extra environment for the test's server; a test overrides it with parametrize."""
-    return {}
-
-
-@pytest.fixture
-def server(tmp_path, server_env):
-    """A Daphne with demo stations ST001..ST012 and a superuser to sign in with."""
-    srv = DaphneServer(tmp_path, env=server_env)
-    env = srv.env
-    srv.env = {**env, "DJANGO_SUPERUSER_PASSWORD": OPERATOR_PASSWORD}
-    srv.manage("createsuperuser", "--noinput", "--username", OPERATOR, "--email", "op@example.com")
-    srv.env = env
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    tab = context.new_page()
-    errors = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    shots = os.environ.get("DASHBOARD_SCREENSHOTS")
-    if shots:
-        Path(shots).mkdir(parents=True, exist_ok=True)
-        tab.screenshot(path=str(Path(shots) / f"{request.node.name}.png"))
-    context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
-
-
-# --- Helpers ---------------------------------------------------------------------------
-
-
-def open_dashboard(page, server, query="", username=OPERATOR):
-    """Open the dashboard as an operator would: sent to sign in, then back to the link."""
-    page.goto(f"{server.url}/{query}")
-    if "/accounts/login/" in page.url:
-        page.fill("input[name=username]", username)
-        page.fill("input[name=password]", OPERATOR_PASSWORD)
-        with page.expect_navigation():
-            page.click("button[type=submit]")
-    assert page.url == f"{server.url}/{query}", page.url
-
-
-def create_operator(server, username: str, stations: list[str]):
-    """A plain (not staff) user assigned these stations."""
-    server.manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import User\n"
-        "from access.models import StationAccess\n"
-        "from stations.models import Station\n"
-        f"user = User.objects.create_user({username!r}, password={OPERATOR_PASSWORD!r})\n"
-        f"for code in {stations!r}:\n"
-        "    StationAccess.objects.create(user=user, station=Station.objects.get(code=code))\n",
-    )
-
-
-def status(page) -> str:
-    return page.get_attribute("#status", "data-state")
-
-
-def wait_live(page, timeout=WAIT_MS):
-    page.wait_for_selector("#status[data-state=live]", timeout=timeout)
-
-
-def wait_live_on(page, stations: int, timeout=WAIT_MS):
-    """Live on a stream of that many stations (not the previous selection's stream)."""
-    page.wait_for_function(
-        """n => document.querySelector('#status').dataset.state === 'live'
-            && document.querySelector('#cursor').textContent.split(',').length === n""",
-        arg=stations,
-        timeout=timeout,
-    )
-
-
-def wait_not_live(page, timeout=WAIT_MS):
-    page.wait_for_function(
-        "document.querySelector('#status').dataset.state !== 'live'", timeout=timeout
-    )
-
-
-def wait_for_rows(page, events, timeout=WAIT_MS):
-    page.wait_for_function(
-        """ids => ids.every(id =>
-            document.querySelector(`#feed tbody tr[data-id="${CSS.escape(id)}"]`))""",
-        arg=[event["id"] for event in events],
-        timeout=timeout,
-    )
-
-
-def feed_ids(page) -> list[str]:
-    """Message ids of the feed's rows, top (newest) first."""
-    return page.eval_on_selector_all("#feed tbody tr", "rows => rows.map(r => r.dataset.id)")
-
-
-def row_cells(page, event) -> list[str]:
-    return page.eval_on_selector_all(
-        f'#feed tbody tr[data-id="{event["id"]}"] td', "cells => cells.map(c => c.textContent)"
-    )
-
-
-def post(server, *events):
-    for event in events:
-        response = server.post(event)
-        assert response.status_code == 201, response.text
-
-
-class BadGateway:
-    """What a reverse proxy answers while the service is down: 502 for every request.
-
-    A browser's EventSource gives up for good on such an answer (readyState CLOSED),
-    unlike a refused connection, which it retries by itself: only the page's own
-    reconnect brings the feed back.
-    """
-
-    def __init__(self, port: int):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                body = b"502 Bad Gateway"
-                self.send_response(502)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.requests = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 # --- Tests -----------------------------------------------------------------------------
 
 
@@ -240,7 +72,7 @@ def test_live_feed_shows_the_picked_stations_newest_first(server, page):
         "ST002",
         boxId="ST002-B2",
         connectorId="2",
-        faultType="STATUS_CHANGED",
+        faultType="GENERAL_NOTICE",
         action="CONNECTOR_STATUS",
         message='<img src=x onerror="document.title=1"> & <b>not bold</b>',
         code="C-17",
@@ -253,24 +85,30 @@ def test_live_feed_shows_the_picked_stations_newest_first(server, page):
     assert feed_ids(page) == [st1["id"], st2["id"]]
     cells = row_cells(page, st2)
     assert cells[0]  # receive time, local
-    assert cells[1:] == [
+    assert cells[1] == ""  # the event carried no device time
+    assert cells[2:] == [
         "ST002",
         "ST002-B2",
         "2",
-        "STATUS_CHANGED",
+        "GENERAL_NOTICE",
         "CONNECTOR_STATUS",
         '<img src=x onerror="document.title=1"> & <b>not bold</b>',
         "C-17",
     ]
     # Data is text, never markup.
     assert page.locator("#feed img, #feed b").count() == 0
-    # Faults and errors stand out; a status change does not.
-    assert "alert" in page.get_attribute(f'tr[data-id="{st1["id"]}"]', "class")
-    assert "alert" not in (page.get_attribute(f'tr[data-id="{st2["id"]}"]', "class") or "")
+    # A fault stands out by its fault's severity (GROUND_FAULT: unmapped, so "error");
+    # a notice does not.
+    page.wait_for_selector(f'tr[data-id="{st1["id"]}"].sev-error', timeout=WAIT_MS)
+    assert page.get_attribute(f'tr[data-id="{st2["id"]}"]', "data-severity") == "notice"
     assert page.inner_text("#status") == "live"
-    # The page keeps the id of the last frame it handled; each event's fault frame may
-    # come before or after the other station's notification (order is per station).
-    assert page.inner_text("#cursor") in ("cursor: ST001:1,ST002:1", "cursor: ST001:1,ST002:2")
+    # The page keeps the id of the last frame it handled (ST001's fault frame, ST002's
+    # notification): in the status pill's tooltip, not in the header's text.
+    page.wait_for_function(
+        "document.querySelector('#status').dataset.cursor === 'ST001:2,ST002:1'", timeout=WAIT_MS
+    )
+    assert "ST001:2,ST002:1" in page.get_attribute("#status", "title")
+    assert "ST001:2" not in page.inner_text("header")
 
 
 def test_history_shows_on_load_and_a_reload_keeps_the_selection(server, page):
@@ -352,9 +190,11 @@ def test_the_feed_resumes_after_a_server_crash_without_losing_or_repeating(serve
 
     # Each exactly once, newest first.
     assert feed_ids(page) == [later["id"], after[1]["id"], after[0]["id"], first["id"]]
-    # Each SYSTEM_ERROR also raised its fault (2, 5, 8) and POWER_FAULT opened one (6):
-    # the page's cursor is the last notification's.
-    assert page.inner_text("#cursor") == "cursor: ST001:7"
+    # first: notification 1, fault opened 2; the batch: notifications 3 and 4, a raise
+    # (5) and POWER_FAULT's opening (6); later: 7 and a raise (8), the last frame.
+    page.wait_for_function(
+        "document.querySelector('#status').dataset.cursor === 'ST001:8'", timeout=WAIT_MS
+    )
 
 
 def test_after_the_browser_gives_up_the_page_reconnects_itself_from_its_cursor(server, page):
@@ -444,12 +284,7 @@ def test_an_operator_sees_only_their_stations_until_access_is_withdrawn(server, 
 
     # Withdrawn while the page is open: the server ends the stream with a stream-error,
     # and the page says so and stops instead of reconnecting into 403s forever.
-    server.manage(
-        "shell",
-        "-c",
-        "from access.models import StationAccess\n"
-        "StationAccess.objects.filter(user__username='depot-a').delete()",
-    )
+    withdraw_access(server, "depot-a")
     page.wait_for_selector("#notice:not([hidden])", timeout=RESUME_TIMEOUT_MS)
     assert "forbidden" in page.inner_text("#notice")
     assert "ST001" in page.inner_text("#notice")
