@@ -8,6 +8,7 @@ With DASHBOARD_SCREENSHOTS=<dir>, each state is saved as a screenshot (`shot`).
 
 import re
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -15,8 +16,10 @@ import pytest
 from tests.browser import (  # noqa: F401 (fixtures)
     RESUME_TIMEOUT_MS,
     WAIT_MS,
+    StallingRelay,
     browser,
     create_operator,
+    cursor,
     fault_items,
     feed_ids,
     new_page,
@@ -26,6 +29,7 @@ from tests.browser import (  # noqa: F401 (fixtures)
     server,
     server_env,
     shot,
+    status,
     wait_for_faults,
     wait_for_rows,
     wait_live,
@@ -484,6 +488,33 @@ def test_a_server_outage_shows_a_stale_banner_and_the_page_catches_up_exactly(se
     assert page.title() == "(2) Depot console · CGM"
     # first: 1, 2 (open); the batch: 3, 4, then 5 (raise), 6 (status), 7 (open); later: 8.
     assert page.get_attribute("#status", "data-cursor") == "ST001:8"
+
+
+@pytest.mark.parametrize("server_env", [{"CGM_SSE_HEARTBEAT_SECONDS": "1"}], ids=["heartbeat-1s"])
+def test_a_stream_that_stalls_without_closing_shows_the_stale_banner_and_catches_up(server, page):
+    relay = StallingRelay(server.port)
+    try:
+        open_dashboard(page, SimpleNamespace(url=relay.url), "?station=ST001")
+        wait_live(page)
+        relay.stall()  # no FIN, no RST: EventSource fires no error
+        stalled_at = time.time()
+        missed = make_event("ST001", faultType="SYSTEM_ERROR")
+        post(server, missed)  # straight to the server: the page can't see it
+
+        page.wait_for_selector("#stale-banner:not([hidden])", timeout=WAIT_MS)
+        # 2.5 heartbeat intervals of silence, then the 4 s any lost connection waits out.
+        assert time.time() - stalled_at > 4
+        assert status(page) != "live"
+        assert feed_ids(page) == []
+
+        relay.resume()
+        page.wait_for_selector("#stale-banner", state="hidden", timeout=RESUME_TIMEOUT_MS)
+        wait_live(page)
+        wait_for_rows(page, [missed])
+        wait_for_faults(page, 1)
+        assert cursor(page) == "ST001:2"  # the notification (1), the fault it opened (2)
+    finally:
+        relay.close()
 
 
 # --- 5. Signing out ends the stream --------------------------------------------------------------

@@ -21,6 +21,7 @@
     historyLimit: Number(body.dataset.historyLimit) || 50,
     maxRows: Number(body.dataset.maxRows) || 500,
     maxStations: Number(body.dataset.maxStations) || 500,
+    heartbeatSeconds: Number(body.dataset.heartbeatSeconds) || 15,
     loginUrl: body.dataset.loginUrl || '',
   };
 

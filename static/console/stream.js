@@ -17,6 +17,10 @@
   // Reconnecting for this long means the operator must be told the data may be stale:
   // a short blip (a proxy restart) stays quiet, a real outage does not.
   var STALE_AFTER_MS = 4000;
+  // The stream asks for a heartbeat every config.heartbeatSeconds. A connection that
+  // stalls without closing (a NAT or proxy timeout, a laptop's sleep) never fires
+  // EventSource's `error`: no frame for this many intervals means it is gone.
+  var SILENT_INTERVALS = 2.5;
 
   function stationQuery(stations) {
     return stations.map(function (code) { return 'station=' + encodeURIComponent(code); }).join('&');
@@ -60,6 +64,7 @@
     this.applied = {}; // station -> seq already on the page (snapshot or frame)
     this.attempt = 0;
     this.retryTimer = null;
+    this.watchdog = null;
     this.staleTimer = null;
     this.stale = false;
     this.lostAt = null;
@@ -93,6 +98,8 @@
     this.session += 1;
     if (this.source) this.source.close();
     this.source = null;
+    clearTimeout(this.watchdog);
+    this.watchdog = null;
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.aborts.forEach(function (a) { a.abort(); });
@@ -162,10 +169,28 @@
     // EventSource cannot send headers, so the first connection passes the cursor as
     // ?lastEventId=. On its own reconnects the browser adds a Last-Event-ID header with
     // the newest id, which the server prefers over the (then stale) query parameter.
+    // heartbeat=1: idle periods bring `heartbeat` events (no id), which the watchdog
+    // below sees, instead of comment lines, which EventSource hides.
     var url = this.config.streamUrl + '?' + stationQuery(this.stations) +
-      '&lastEventId=' + encodeURIComponent(this.lastId);
+      '&lastEventId=' + encodeURIComponent(this.lastId) + '&heartbeat=1';
     var source = new EventSource(url); // same origin: the session cookie goes along
     this.source = source;
+    var silentMs = SILENT_INTERVALS * this.config.heartbeatSeconds * 1000;
+
+    // Any frame proves the connection alive; silence past silentMs means it stalled.
+    // Also armed while the browser reconnects by itself: that attempt may stall too.
+    function watch() {
+      clearTimeout(self.watchdog);
+      self.watchdog = setTimeout(function () {
+        if (source !== self.source || session !== self.session) return;
+        self.watchdog = null;
+        source.close();
+        self.source = null;
+        self.lost();
+        self.retryLater(session);
+      }, silentMs);
+    }
+    watch();
 
     // null for a frame that isn't JSON: one bad frame must never stop the console.
     function parse(event) {
@@ -178,11 +203,14 @@
 
     function current(event) {
       if (source !== self.source || session !== self.session) return false;
+      watch();
       // Every frame of ours has an id: stream-open carries the cursor before any event,
       // so even a connection that drops at once can resume from the right place.
       if (event.lastEventId) self.lastId = event.lastEventId;
       return true;
     }
+
+    source.addEventListener('heartbeat', function (event) { current(event); });
 
     source.addEventListener('stream-open', function (event) {
       if (!current(event)) return;
