@@ -39,9 +39,6 @@ CONSOLE_STRINGS = {
         "The stream was reset for %(stations)s; their state and history were reloaded, "
         "and events in between may be missing from the log."
     ),
-    "stream_reset_failed": _(
-        "The stream was reset for %(stations)s and their state could not be reloaded: %(message)s"
-    ),
     "badge_poll_failed": _("Could not refresh the station badges: %(message)s"),
     # Relative ages.
     "ago_now": _("just now"),

@@ -7,6 +7,7 @@ With DASHBOARD_SCREENSHOTS=<dir>, each state is saved as a screenshot (`shot`).
 """
 
 import re
+import shutil
 import time
 from types import SimpleNamespace
 
@@ -74,6 +75,36 @@ OscillatorNode.prototype.start = function () {
 """
 
 RED = "rgb(198, 40, 40)"  # --error
+
+# Holds the answers of the page's matching requests until the test lets them go, to play
+# out races: window.__hold = {url: 'part of the URL', method: 'POST'} (method optional);
+# window.__held counts the requests held; window.__release() hands their answers over.
+HOLD_FETCH = """
+window.__held = 0;
+const waiting = [];
+window.__release = () => { window.__hold = null; waiting.splice(0).forEach(go => go()); };
+const realFetch = window.fetch;
+window.fetch = function (url, options) {
+  const answer = realFetch.apply(this, arguments);
+  const hold = window.__hold;
+  const method = (options && options.method) || 'GET';
+  if (!hold || !String(url).includes(hold.url) || (hold.method && hold.method !== method)) {
+    return answer;
+  }
+  window.__held += 1;
+  return new Promise(resolve => waiting.push(() => resolve(answer)));
+};
+"""
+
+
+def hold(page, url: str, method: str | None = None):
+    page.evaluate(
+        "hold => { window.__held = 0; window.__hold = hold; }", {"url": url, "method": method}
+    )
+
+
+def wait_held(page, count=1):
+    page.wait_for_function("n => window.__held >= n", arg=count, timeout=RESUME_TIMEOUT_MS)
 
 
 def notice(station="ST001", **fields):
@@ -515,6 +546,56 @@ def test_a_stream_that_stalls_without_closing_shows_the_stale_banner_and_catches
         assert cursor(page) == "ST001:2"  # the notification (1), the fault it opened (2)
     finally:
         relay.close()
+
+
+def _restore(server, backup):
+    """The server's database goes back to `backup` (copied while the server was down)."""
+    server.kill()
+    for path in server.workdir.glob("db.sqlite3*"):
+        path.unlink()
+    for path in backup.iterdir():
+        shutil.copy(path, server.workdir / path.name)
+
+
+def test_a_stream_reset_never_lets_the_reload_roll_back_newer_live_changes(
+    server, new_page, tmp_path
+):
+    page = new_page(init_script=HOLD_FETCH)
+    open_dashboard(page, server, "?station=ST001")
+    wait_live(page)
+    kept = notice()
+    post(server, kept)
+    wait_for_rows(page, [kept])
+    server.kill()
+    backup = tmp_path / "backup"  # at ST001:1
+    backup.mkdir()
+    for path in server.workdir.glob("db.sqlite3*"):
+        shutil.copy(path, backup / path.name)
+    server.start()
+    lost = [notice(), notice()]
+    post(server, *lost)
+    wait_for_rows(page, lost, timeout=RESUME_TIMEOUT_MS)
+
+    # Back to the backup: the page's cursor (ST001:3) is ahead of the log, the stream
+    # resets. The reload's history answer is held while a live change happens.
+    _restore(server, backup)
+    hold(page, "limit=50")
+    server.start()
+    wait_held(page)
+    assert "ST001" in page.inner_text("#notice")
+    live = make_event("ST001", faultType="GroundFailure", connectorId="2", status="Faulted")
+    post(server, live)
+    page.wait_for_timeout(500)  # the old page applied it live here
+    page.evaluate("window.__release()")
+
+    wait_live(page, timeout=RESUME_TIMEOUT_MS)
+    wait_for_rows(page, [live])
+    wait_for_faults(page, 1)
+    page.wait_for_timeout(1000)  # nothing older comes after and undoes it
+    assert [i["severity"] for i in fault_items(page)] == ["critical"]
+    assert page.get_attribute(connector("ST001-B1", "2"), "data-status") == "Faulted"
+    assert feed_ids(page) == [live["id"], kept["id"]]
+    assert cursor(page) == "ST001:4"  # 1 (kept); the live event's notification, status, fault
 
 
 # --- 5. Signing out ends the stream --------------------------------------------------------------

@@ -138,7 +138,8 @@
       ui.status.dataset.cursor = cursor || '';
       ui.status.title = cursor ? t('cursor_tooltip', { cursor: cursor }) : '';
     },
-    // A snapshot of `stations` (all picked ones, or those a stream-reset reloads).
+    // A snapshot of `stations` (the picked ones: at the start, or again after a
+    // stream-reset): it replaces what the page had of them.
     snapshot: function (stations, snapshot, history) {
       function ours(x) { return stations.indexOf(x.stationId) !== -1; }
       [model.boxes, model.connectors, model.faults].forEach(function (map) {

@@ -154,8 +154,8 @@
   };
 
   // Is this frame new to the page? Snapshot and stream overlap exactly at the cursor, and
-  // a stream-reset reload may be newer than frames still in flight: a frame whose seq its
-  // station already has is skipped, so nothing is applied twice or rolled back.
+  // the browser's own reconnect may deliver again what the page already has: a frame
+  // whose seq its station already has is skipped, so nothing is applied twice.
   Stream.prototype.isNew = function (station, cursor) {
     var seq = parseCursor(cursor)[station];
     if (seq === undefined) return true;
@@ -233,12 +233,7 @@
 
     source.addEventListener('stream-reset', function (event) {
       var data = current(event) && parse(event);
-      if (!data) return;
-      // The log of these stations starts over at a lower number: frames after this one
-      // are new whatever we had applied before.
-      var positions = parseCursor(event.lastEventId);
-      (data.stations || []).forEach(function (code) { self.applied[code] = positions[code] || 0; });
-      self.reload(session, data.stations || [], data.reasons || {});
+      if (data) self.reset(data.stations || [], data.reasons || {});
     });
 
     // The server ends a stream whose access was withdrawn, or whose login session
@@ -339,25 +334,16 @@
   };
 
   // stream-reset: the log no longer covers our cursor for these stations (pruned, or a
-  // database restored from an older backup). Their state and rows may be stale: load
-  // them again. The stream itself continues live.
-  Stream.prototype.reload = function (session, stations, reasons) {
-    var self = this;
+  // database restored from an older backup), so what the page shows of them may be stale.
+  // Start over from a fresh snapshot of every picked station, with a new stream from its
+  // cursor: reloading only these stations while the stream carried on live would let the
+  // reload's older snapshot and history overwrite frames applied in the meantime.
+  Stream.prototype.reset = function (stations, reasons) {
     var names = stations.map(function (code) {
       return code + (reasons[code] ? ' (' + reasons[code] + ')' : '');
     }).join(', ');
+    this.start(this.stations);
     this.on.problem(t('stream_reset', { stations: names }), 'warn');
-    this.loadState(stations).then(function (loaded) {
-      if (session !== self.session) return;
-      var positions = parseCursor(loaded.snapshot.cursor);
-      stations.forEach(function (code) {
-        self.applied[code] = Math.max(self.applied[code] || 0, positions[code] || 0);
-      });
-      self.on.snapshot(stations, loaded.snapshot, loaded.history);
-    }, function (err) {
-      if (session !== self.session || err.name === 'AbortError') return;
-      self.on.problem(t('stream_reset_failed', { stations: names, message: err.message }), 'error');
-    });
   };
 
   CGM.Stream = Stream;
