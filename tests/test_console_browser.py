@@ -34,6 +34,7 @@ from tests.browser import (  # noqa: F401 (fixtures)
     wait_for_faults,
     wait_for_rows,
     wait_live,
+    wait_live_on,
     withdraw_access,
 )
 from tests.conftest import make_event
@@ -93,6 +94,23 @@ window.fetch = function (url, options) {
   }
   window.__held += 1;
   return new Promise(resolve => waiting.push(() => resolve(answer)));
+};
+"""
+
+
+# Holds the page's `fault` frames while window.__frames is an array (they queue there);
+# window.__deliver() hands them over and stops holding.
+HOLD_FAULT_FRAMES = """
+window.__frames = null;
+window.__deliver = () => { const queued = window.__frames || []; window.__frames = null;
+  queued.forEach(go => go()); };
+const realAdd = EventSource.prototype.addEventListener;
+EventSource.prototype.addEventListener = function (type, listener, options) {
+  const held = function (event) {
+    if (type === 'fault' && window.__frames) window.__frames.push(() => listener.call(this, event));
+    else listener.call(this, event);
+  };
+  return realAdd.call(this, type, held, options);
 };
 """
 
@@ -267,6 +285,80 @@ def test_an_acknowledge_in_one_browser_shows_in_another_and_a_resolve_removes_it
 
 
 # --- 3. Title and favicon in a background tab --------------------------------------------------
+
+
+def act_elsewhere(server, fault_id: str, action: str) -> int:
+    """Another operator (an operate key) acts on the fault; the answer's status."""
+    response = httpx.post(
+        f"{server.url}/api/faults/{fault_id}/{action}",
+        headers={"Authorization": f"Bearer {operate_key(server)}"},
+        timeout=30,
+    )
+    return response.status_code
+
+
+def test_a_late_answer_to_an_action_never_brings_back_a_fault_a_frame_resolved(server, new_page):
+    post(server, make_event("ST001", faultType="SYSTEM_ERROR"))
+    page = new_page(init_script=HOLD_FETCH)
+    open_dashboard(page, server, "?station=ST001")
+    wait_live(page)
+    wait_for_faults(page, 1)
+    fault_id = fault_items(page)[0]["id"]
+
+    # The acknowledge is done on the server; its answer is held in the page while
+    # another operator resolves the fault and the frame takes it off the list.
+    hold(page, "/api/faults/", "POST")
+    page.click(f'#faults .fault-item[data-id="{fault_id}"] .act-acknowledge')
+    wait_held(page)
+    assert act_elsewhere(server, fault_id, "resolve") == 200
+    wait_for_faults(page, 0)
+    page.evaluate("window.__release()")
+    page.wait_for_timeout(1000)
+    assert fault_items(page) == []
+    assert page.title() == "Depot console · CGM"
+
+
+def test_acting_on_a_fault_resolved_meanwhile_says_why_and_takes_it_off_the_list(server, new_page):
+    post(server, make_event("ST001", faultType="SYSTEM_ERROR"))
+    page = new_page(init_script=HOLD_FAULT_FRAMES)
+    open_dashboard(page, server, "?station=ST001")
+    wait_live(page)
+    wait_for_faults(page, 1)
+    fault_id = fault_items(page)[0]["id"]
+
+    # Resolved elsewhere, its frame not here yet: the page still offers to act on it.
+    page.evaluate("window.__frames = []")
+    assert act_elsewhere(server, fault_id, "resolve") == 200
+    page.wait_for_function("window.__frames.length === 1", timeout=WAIT_MS)
+    item = f'#faults .fault-item[data-id="{fault_id}"]'
+    page.click(item + " .act-acknowledge")  # answered 409
+    page.wait_for_selector(item + " .fault-error:not([hidden])", timeout=WAIT_MS)
+    assert "already resolved" in page.inner_text(item + " .fault-error")
+    wait_for_faults(page, 0)  # after a few seconds, without the frame
+    page.evaluate("window.__deliver()")
+    page.wait_for_timeout(500)
+    assert fault_items(page) == []
+
+
+def test_an_answer_for_a_station_no_longer_selected_is_ignored(server, new_page):
+    page = new_page(init_script=HOLD_FETCH)
+    open_dashboard(page, server, "?station=ST001&station=ST002")
+    wait_live_on(page, 2)
+    # Opened live: the badge poll has never counted ST002.
+    post(server, make_event("ST002", faultType="SYSTEM_ERROR"))
+    wait_for_faults(page, 1)
+    fault_id = fault_items(page)[0]["id"]
+
+    hold(page, "/api/faults/", "POST")
+    page.click(f'#faults .fault-item[data-id="{fault_id}"] .act-acknowledge')
+    wait_held(page)
+    page.uncheck("#station-list input[value=ST002]")
+    wait_live_on(page, 1)
+    page.evaluate("window.__release()")
+    page.wait_for_timeout(1000)
+    # No fault of an unticked station, and no error on the page (new_page checks).
+    assert fault_items(page) == []
+    assert page.inner_text('.badges[data-station="ST002"]') == ""
 
 
 def _favicon_pixel(page) -> list[int]:
