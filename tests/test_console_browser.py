@@ -297,13 +297,18 @@ def act_elsewhere(server, fault_id: str, action: str) -> int:
     return response.status_code
 
 
-def test_a_late_answer_to_an_action_never_brings_back_a_fault_a_frame_resolved(server, new_page):
+def _console_with_a_fault(server, new_page, init_script):
+    """A console on ST001, showing one open fault: the page and the fault's id."""
     post(server, make_event("ST001", faultType="SYSTEM_ERROR"))
-    page = new_page(init_script=HOLD_FETCH)
+    page = new_page(init_script=init_script)
     open_dashboard(page, server, "?station=ST001")
     wait_live(page)
     wait_for_faults(page, 1)
-    fault_id = fault_items(page)[0]["id"]
+    return page, fault_items(page)[0]["id"]
+
+
+def test_a_late_answer_to_an_action_never_brings_back_a_fault_a_frame_resolved(server, new_page):
+    page, fault_id = _console_with_a_fault(server, new_page, HOLD_FETCH)
 
     # The acknowledge is done on the server; its answer is held in the page while
     # another operator resolves the fault and the frame takes it off the list.
@@ -319,12 +324,7 @@ def test_a_late_answer_to_an_action_never_brings_back_a_fault_a_frame_resolved(s
 
 
 def test_acting_on_a_fault_resolved_meanwhile_says_why_and_takes_it_off_the_list(server, new_page):
-    post(server, make_event("ST001", faultType="SYSTEM_ERROR"))
-    page = new_page(init_script=HOLD_FAULT_FRAMES)
-    open_dashboard(page, server, "?station=ST001")
-    wait_live(page)
-    wait_for_faults(page, 1)
-    fault_id = fault_items(page)[0]["id"]
+    page, fault_id = _console_with_a_fault(server, new_page, HOLD_FAULT_FRAMES)
 
     # Resolved elsewhere, its frame not here yet: the page still offers to act on it.
     page.evaluate("window.__frames = []")
@@ -741,16 +741,35 @@ def _assert_fits(page):
 
 def test_the_phone_layout_fits_390_px_with_cards_and_a_drawer(server, new_page):
     phone = new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True)
+    # Codes as long as the models allow (64), with no place to break a line.
+    long_station, long_box = "S" * 64, "B" * 64
+    server.shell(
+        "from stations.models import Station, Box, Connector\n"
+        f"s = Station.objects.create(code={long_station!r}, name='N' * 200)\n"
+        f"b = Box.objects.create(station=s, code={long_box!r})\n"
+        f"Connector.objects.create(box=b, code={'C' * 64!r})\n"
+    )
     post(
         server,
         notice(status="Charging"),
         make_event("ST001", faultType="CONNECTOR_LOCK_FAILURE_WITH_A_VERY_LONG_NAME", code="E7"),
         make_event("ST001", faultType="GroundFailure", connectorId="2", message="x" * 150),
         notice("ST002", boxId="ST002-B2", connectorId=..., status="Offline"),
+        make_event(long_station, boxId=long_box, connectorId="C" * 64, code="X" * 64),
     )
-    open_dashboard(phone, server, "?station=ST001&station=ST002")
+    open_dashboard(phone, server, f"?station=ST001&station=ST002&station={long_station}")
     wait_live(phone)
-    wait_for_faults(phone, 2)
+    wait_for_faults(phone, 3)
+    # Acknowledged by a key with a long name (100 characters, the most it may have).
+    long_key = server.manage("createapikey", "K" * 100, "--scope", "operate").strip()
+    long_fault = next(f["id"] for f in unresolved(server, long_station))
+    response = httpx.post(
+        f"{server.url}/api/faults/{long_fault}/acknowledge",
+        headers={"Authorization": f"Bearer {long_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    phone.wait_for_selector(f'#faults .fault-item[data-id="{long_fault}"][data-state=acknowledged]')
     assert phone.evaluate("window.innerWidth") == 390
     _assert_fits(phone)
     # Sign out and the connection are on screen, the picker is not (it is a drawer).
@@ -767,20 +786,22 @@ def test_the_phone_layout_fits_390_px_with_cards_and_a_drawer(server, new_page):
     assert phone.is_visible("#sidebar")
     _assert_fits(phone)
     phone.check("input[value=ST003]")
-    assert phone.inner_text("#drawer-count") == "3"
+    assert phone.inner_text("#drawer-count") == "4"
     shot(phone, "phone-drawer")
     phone.click("#drawer-close")
     assert not phone.is_visible("#sidebar")
     wait_live(phone)
     phone.wait_for_function(
-        "document.querySelector('#status').dataset.cursor.split(',').length === 3",
+        "document.querySelector('#status').dataset.cursor.split(',').length === 4",
         timeout=WAIT_MS,
     )
     _assert_fits(phone)
 
     # Acting works on the phone too.
     phone.locator("#faults .fault-item").first.locator(".act-acknowledge").click()
-    phone.wait_for_selector("#faults .fault-item[data-state=acknowledged]", timeout=WAIT_MS)
+    phone.wait_for_selector(
+        "#faults .fault-item:first-child[data-state=acknowledged]", timeout=WAIT_MS
+    )
     _assert_fits(phone)
     shot(phone, "phone-acknowledged")
 
