@@ -185,7 +185,7 @@
         else if (response.status === 404) goneLater(t('action_gone'));
         else if (response.status === 401) { fail(t('action_signed_out')); self.options.signedOut(); }
         else if (response.status === 403) fail(data.message || t('action_forbidden'));
-        else fail(data.message || 'HTTP ' + response.status);
+        else fail(data.message || t('http_status', { status: response.status }));
       });
     }, function () {
       fail(t('action_failed_network'));

@@ -36,6 +36,14 @@
     return positions;
   }
 
+  // A code the server sent (a reset reason, a stream-error condition) in the operator's
+  // words; one this page does not know yet, as it came.
+  function describe(prefix, code) {
+    var key = prefix + String(code).replace(/-/g, '_');
+    var text = t(key);
+    return text === key ? String(code) : text;
+  }
+
   // Resolves with the JSON body. Rejects with err.status and err.retry = false for
   // answers that retrying won't change (a 4xx: signed out, no access, station deleted).
   function getJSON(url, signal) {
@@ -46,7 +54,7 @@
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {
         if (response.ok) return data;
-        var err = new Error(data.message || 'HTTP ' + response.status);
+        var err = new Error(data.message || t('http_status', { status: response.status }));
         err.status = response.status;
         err.retry = response.status >= 500 || response.status === 429;
         throw err;
@@ -243,14 +251,18 @@
       var data = parse(event) || {};
       source.close();
       self.source = null;
-      getJSON(self.config.countsUrl).then(function () {
-        self.end(t('stream_ended', {
-          condition: data.condition || '?',
-          stations: (data.stations || []).join(', '),
-        }));
+      var ended = t('stream_ended', {
+        condition: describe('condition_', data.condition || '?'),
+        stations: (data.stations || []).join(', '),
+      });
+      // Through self.fetch and checked against the session: a new selection aborts it,
+      // so its late answer can't end the newer stream.
+      self.fetch(self.config.countsUrl).then(function () {
+        if (session === self.session) self.end(ended);
       }, function (err) {
+        if (session !== self.session || err.name === 'AbortError') return;
         if (err.status === 401) self.signedOut();
-        else self.end(t('stream_ended', { condition: data.condition || '?', stations: (data.stations || []).join(', ') }));
+        else self.end(ended);
       });
     });
 
@@ -340,7 +352,7 @@
   // reload's older snapshot and history overwrite frames applied in the meantime.
   Stream.prototype.reset = function (stations, reasons) {
     var names = stations.map(function (code) {
-      return code + (reasons[code] ? ' (' + reasons[code] + ')' : '');
+      return code + (reasons[code] ? ' (' + describe('reset_', reasons[code]) + ')' : '');
     }).join(', ');
     this.start(this.stations);
     this.on.problem(t('stream_reset', { stations: names }), 'warn');
