@@ -692,6 +692,33 @@ def test_a_stream_reset_never_lets_the_reload_roll_back_newer_live_changes(
     assert cursor(page) == "ST001:4"  # 1 (kept); the live event's notification, status, fault
 
 
+# The page's stream without ?heartbeat=1: a server (or Pushpin, for now) that sends only
+# comment lines, which EventSource hides.
+NO_HEARTBEATS = """
+const RealEventSource = window.EventSource;
+window.EventSource = function (url, options) {
+  return new RealEventSource(url.replace('&heartbeat=1', ''), options);
+};
+window.EventSource.prototype = RealEventSource.prototype;
+Object.assign(window.EventSource, {CONNECTING: 0, OPEN: 1, CLOSED: 2});
+"""
+
+
+@pytest.mark.parametrize("server_env", [{"CGM_SSE_HEARTBEAT_SECONDS": "1"}], ids=["heartbeat-1s"])
+def test_a_stream_without_heartbeats_is_not_taken_for_a_stalled_one(server, new_page):
+    page = new_page(init_script=NO_HEARTBEATS)
+    open_dashboard(page, server, "?station=ST001")
+    wait_live(page)
+    streams = []
+    page.on("request", lambda r: streams.append(r.url) if "/api/sse/" in r.url else None)
+    page.wait_for_timeout(5000)  # two silent periods of 2.5 s
+    assert streams == []
+    assert status(page) == "live"
+    event = notice()
+    post(server, event)
+    wait_for_rows(page, [event])
+
+
 # --- 5. Signing out ends the stream --------------------------------------------------------------
 
 

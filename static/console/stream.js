@@ -184,6 +184,9 @@
     var source = new EventSource(url); // same origin: the session cookie goes along
     this.source = source;
     var silentMs = SILENT_INTERVALS * this.config.heartbeatSeconds * 1000;
+    // A server that sends heartbeats sends one right after stream-open. One that opened
+    // the stream and sent none (behind Pushpin, for now) can't be judged by its silence.
+    var heard = { open: false, heartbeat: false };
 
     // Any frame proves the connection alive; silence past silentMs means it stalled.
     // Also armed while the browser reconnects by itself: that attempt may stall too.
@@ -192,6 +195,7 @@
       self.watchdog = setTimeout(function () {
         if (source !== self.source || session !== self.session) return;
         self.watchdog = null;
+        if (heard.open && !heard.heartbeat) return;
         source.close();
         self.source = null;
         self.lost();
@@ -218,10 +222,13 @@
       return true;
     }
 
-    source.addEventListener('heartbeat', function (event) { current(event); });
+    source.addEventListener('heartbeat', function (event) {
+      if (current(event)) heard.heartbeat = true;
+    });
 
     source.addEventListener('stream-open', function (event) {
       if (!current(event)) return;
+      heard.open = true;
       self.attempt = 0;
       self.setFresh();
       self.setStatus('live', t('status_live'));
