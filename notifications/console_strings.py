@@ -33,15 +33,18 @@ CONSOLE_STRINGS = {
         "The server ended the stream (%(condition)s) for %(stations)s. "
         "Change the selection or reload the page."
     ),
+    # Why the server ended a stream (stream-error's condition).
+    "condition_forbidden": _("access withdrawn"),
     "load_failed": _("Could not load the stations' state: %(message)s"),
+    "http_status": _("the server answered %(status)s"),
     "too_many_stations": _("Select at most %(max)s stations."),
     "stream_reset": _(
         "The stream was reset for %(stations)s; their state and history were reloaded, "
         "and events in between may be missing from the log."
     ),
-    "stream_reset_failed": _(
-        "The stream was reset for %(stations)s and their state could not be reloaded: %(message)s"
-    ),
+    # Why a stream-reset happened, per station.
+    "reset_pruned": _("older history pruned"),
+    "reset_unknown_cursor": _("the server's log is behind this page"),
     "badge_poll_failed": _("Could not refresh the station badges: %(message)s"),
     # Relative ages.
     "ago_now": _("just now"),
@@ -89,7 +92,6 @@ CONSOLE_STRINGS = {
     "action_unacknowledge": _("Unacknowledge"),
     "action_resolve": _("Resolve"),
     "action_note": _("Save note"),
-    "action_working": _("Working…"),
     "action_failed": _("%(action)s failed: %(message)s"),
     "action_failed_network": _("the server did not answer; check the connection and try again"),
     "action_conflict": _("the fault is already resolved"),

@@ -58,6 +58,8 @@ def dashboard(request):
             "selected": {code for code in requested if code in offered},
             "unavailable_stations": [code for code in requested if code not in offered],
             "max_stations": settings.CGM_SSE_MAX_STATIONS,
+            # The page's stream asks for heartbeats at this interval (stream.js watchdog).
+            "heartbeat_seconds": settings.CGM_SSE_HEARTBEAT_SECONDS,
             "history_limit": HISTORY_LIMIT,
             "max_rows": MAX_ROWS,
             "console_strings": console_strings(),

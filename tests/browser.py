@@ -8,8 +8,11 @@ Set DASHBOARD_SCREENSHOTS=<dir> to save a screenshot of each test's final page (
 named states a test saves with `shot`).
 """
 
+import contextlib
 import os
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -226,6 +229,55 @@ class BadGateway:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class StallingRelay:
+    """A TCP relay in front of the server that can stall: stall() stops relaying on every
+    connection, open or new, without closing any (no FIN, no RST), as a NAT or proxy
+    timeout or a laptop's sleep does; resume() lets the bytes through again."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.stalled = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.sockets: list[socket.socket] = [self.sock]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while data := a.recv(65536):
+                while self.stalled.is_set():
+                    time.sleep(0.05)
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def stall(self):
+        self.stalled.set()
+
+    def resume(self):
+        self.stalled.clear()
+
+    def close(self):
+        self.resume()
+        for s in self.sockets:
+            s.close()
 
 
 @pytest.fixture

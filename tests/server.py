@@ -1,5 +1,6 @@
 """Real Daphne processes for end-to-end tests, on a free port and a file database."""
 
+import atexit
 import os
 import shutil
 import signal
@@ -105,7 +106,9 @@ class DaphneServer:
             self.manage("demo_data", "--stations", str(stations))
             ingest = self.manage("createapikey", "e2e ingest", "--scope", "ingest").strip()
             subscribe = self.manage("createapikey", "e2e reader", "--scope", "subscribe").strip()
-            template = Path(tempfile.mkdtemp(prefix="cgm-template-")) / "db.sqlite3"
+            template_dir = tempfile.mkdtemp(prefix="cgm-template-")
+            atexit.register(shutil.rmtree, template_dir, ignore_errors=True)
+            template = Path(template_dir) / "db.sqlite3"
             shutil.copy(workdir / "db.sqlite3", template)
             self._templates[stations] = (template, ingest, subscribe)
         else:

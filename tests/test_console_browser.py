@@ -7,7 +7,9 @@ With DASHBOARD_SCREENSHOTS=<dir>, each state is saved as a screenshot (`shot`).
 """
 
 import re
+import shutil
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -15,8 +17,10 @@ import pytest
 from tests.browser import (  # noqa: F401 (fixtures)
     RESUME_TIMEOUT_MS,
     WAIT_MS,
+    StallingRelay,
     browser,
     create_operator,
+    cursor,
     fault_items,
     feed_ids,
     new_page,
@@ -26,9 +30,11 @@ from tests.browser import (  # noqa: F401 (fixtures)
     server,
     server_env,
     shot,
+    status,
     wait_for_faults,
     wait_for_rows,
     wait_live,
+    wait_live_on,
     withdraw_access,
 )
 from tests.conftest import make_event
@@ -70,6 +76,53 @@ OscillatorNode.prototype.start = function () {
 """
 
 RED = "rgb(198, 40, 40)"  # --error
+
+# Holds the answers of the page's matching requests until the test lets them go, to play
+# out races: window.__hold = {url: 'part of the URL', method: 'POST'} (method optional);
+# window.__held counts the requests held; window.__release() hands their answers over.
+HOLD_FETCH = """
+window.__held = 0;
+const waiting = [];
+window.__release = () => { window.__hold = null; waiting.splice(0).forEach(go => go()); };
+const realFetch = window.fetch;
+window.fetch = function (url, options) {
+  const answer = realFetch.apply(this, arguments);
+  const hold = window.__hold;
+  const method = (options && options.method) || 'GET';
+  if (!hold || !String(url).includes(hold.url) || (hold.method && hold.method !== method)) {
+    return answer;
+  }
+  window.__held += 1;
+  return new Promise(resolve => waiting.push(() => resolve(answer)));
+};
+"""
+
+
+# Holds the page's `fault` frames while window.__frames is an array (they queue there);
+# window.__deliver() hands them over and stops holding.
+HOLD_FAULT_FRAMES = """
+window.__frames = null;
+window.__deliver = () => { const queued = window.__frames || []; window.__frames = null;
+  queued.forEach(go => go()); };
+const realAdd = EventSource.prototype.addEventListener;
+EventSource.prototype.addEventListener = function (type, listener, options) {
+  const held = function (event) {
+    if (type === 'fault' && window.__frames) window.__frames.push(() => listener.call(this, event));
+    else listener.call(this, event);
+  };
+  return realAdd.call(this, type, held, options);
+};
+"""
+
+
+def hold(page, url: str, method: str | None = None):
+    page.evaluate(
+        "hold => { window.__held = 0; window.__hold = hold; }", {"url": url, "method": method}
+    )
+
+
+def wait_held(page, count=1):
+    page.wait_for_function("n => window.__held >= n", arg=count, timeout=RESUME_TIMEOUT_MS)
 
 
 def notice(station="ST001", **fields):
@@ -221,17 +274,93 @@ def test_an_acknowledge_in_one_browser_shows_in_another_and_a_resolve_removes_it
     # still on their screen can no longer be acted on.
     withdraw_access(server, "depot-a")
     other.wait_for_selector("#notice:not([hidden])", timeout=RESUME_TIMEOUT_MS)
-    assert "forbidden" in other.inner_text("#notice")
+    assert "access withdrawn" in other.inner_text("#notice")
     item = f'#faults .fault-item[data-id="{critical_id}"]'
     other.click(item + " .act-resolve")
     other.wait_for_selector(item + " .fault-error:not([hidden])", timeout=WAIT_MS)
     assert other.inner_text(item + " .fault-error") == (
         "Resolve failed: the fault is not visible to you any more"
     )
+    # Shown for a moment, then the fault leaves the list: nothing left to act on.
+    other.wait_for_selector(item, state="detached", timeout=WAIT_MS)
     assert {f["id"] for f in unresolved(server)} == {critical_id, items[2]["id"]}
 
 
 # --- 3. Title and favicon in a background tab --------------------------------------------------
+
+
+def act_elsewhere(server, fault_id: str, action: str) -> int:
+    """Another operator (an operate key) acts on the fault; the answer's status."""
+    response = httpx.post(
+        f"{server.url}/api/faults/{fault_id}/{action}",
+        headers={"Authorization": f"Bearer {operate_key(server)}"},
+        timeout=30,
+    )
+    return response.status_code
+
+
+def _console_with_a_fault(server, new_page, init_script):
+    """A console on ST001, showing one open fault: the page and the fault's id."""
+    post(server, make_event("ST001", faultType="SYSTEM_ERROR"))
+    page = new_page(init_script=init_script)
+    open_dashboard(page, server, "?station=ST001")
+    wait_live(page)
+    wait_for_faults(page, 1)
+    return page, fault_items(page)[0]["id"]
+
+
+def test_a_late_answer_to_an_action_never_brings_back_a_fault_a_frame_resolved(server, new_page):
+    page, fault_id = _console_with_a_fault(server, new_page, HOLD_FETCH)
+
+    # The acknowledge is done on the server; its answer is held in the page while
+    # another operator resolves the fault and the frame takes it off the list.
+    hold(page, "/api/faults/", "POST")
+    page.click(f'#faults .fault-item[data-id="{fault_id}"] .act-acknowledge')
+    wait_held(page)
+    assert act_elsewhere(server, fault_id, "resolve") == 200
+    wait_for_faults(page, 0)
+    page.evaluate("window.__release()")
+    page.wait_for_timeout(1000)
+    assert fault_items(page) == []
+    assert page.title() == "Depot console · CGM"
+
+
+def test_acting_on_a_fault_resolved_meanwhile_says_why_and_takes_it_off_the_list(server, new_page):
+    page, fault_id = _console_with_a_fault(server, new_page, HOLD_FAULT_FRAMES)
+
+    # Resolved elsewhere, its frame not here yet: the page still offers to act on it.
+    page.evaluate("window.__frames = []")
+    assert act_elsewhere(server, fault_id, "resolve") == 200
+    page.wait_for_function("window.__frames.length === 1", timeout=WAIT_MS)
+    item = f'#faults .fault-item[data-id="{fault_id}"]'
+    page.click(item + " .act-acknowledge")  # answered 409
+    page.wait_for_selector(item + " .fault-error:not([hidden])", timeout=WAIT_MS)
+    assert "already resolved" in page.inner_text(item + " .fault-error")
+    wait_for_faults(page, 0)  # after a few seconds, without the frame
+    page.evaluate("window.__deliver()")
+    page.wait_for_timeout(500)
+    assert fault_items(page) == []
+
+
+def test_an_answer_for_a_station_no_longer_selected_is_ignored(server, new_page):
+    page = new_page(init_script=HOLD_FETCH)
+    open_dashboard(page, server, "?station=ST001&station=ST002")
+    wait_live_on(page, 2)
+    # Opened live: the badge poll has never counted ST002.
+    post(server, make_event("ST002", faultType="SYSTEM_ERROR"))
+    wait_for_faults(page, 1)
+    fault_id = fault_items(page)[0]["id"]
+
+    hold(page, "/api/faults/", "POST")
+    page.click(f'#faults .fault-item[data-id="{fault_id}"] .act-acknowledge')
+    wait_held(page)
+    page.uncheck("#station-list input[value=ST002]")
+    wait_live_on(page, 1)
+    page.evaluate("window.__release()")
+    page.wait_for_timeout(1000)
+    # No fault of an unticked station, and no error on the page (new_page checks).
+    assert fault_items(page) == []
+    assert page.inner_text('.badges[data-station="ST002"]') == ""
 
 
 def _favicon_pixel(page) -> list[int]:
@@ -486,6 +615,110 @@ def test_a_server_outage_shows_a_stale_banner_and_the_page_catches_up_exactly(se
     assert page.get_attribute("#status", "data-cursor") == "ST001:8"
 
 
+@pytest.mark.parametrize("server_env", [{"CGM_SSE_HEARTBEAT_SECONDS": "1"}], ids=["heartbeat-1s"])
+def test_a_stream_that_stalls_without_closing_shows_the_stale_banner_and_catches_up(server, page):
+    relay = StallingRelay(server.port)
+    try:
+        open_dashboard(page, SimpleNamespace(url=relay.url), "?station=ST001")
+        wait_live(page)
+        relay.stall()  # no FIN, no RST: EventSource fires no error
+        stalled_at = time.time()
+        missed = make_event("ST001", faultType="SYSTEM_ERROR")
+        post(server, missed)  # straight to the server: the page can't see it
+
+        page.wait_for_selector("#stale-banner:not([hidden])", timeout=WAIT_MS)
+        # 2.5 heartbeat intervals of silence, then the 4 s any lost connection waits out.
+        assert time.time() - stalled_at > 4
+        assert status(page) != "live"
+        assert feed_ids(page) == []
+
+        relay.resume()
+        page.wait_for_selector("#stale-banner", state="hidden", timeout=RESUME_TIMEOUT_MS)
+        wait_live(page)
+        wait_for_rows(page, [missed])
+        wait_for_faults(page, 1)
+        assert cursor(page) == "ST001:2"  # the notification (1), the fault it opened (2)
+    finally:
+        relay.close()
+
+
+def _restore(server, backup):
+    """The server's database goes back to `backup` (copied while the server was down)."""
+    server.kill()
+    for path in server.workdir.glob("db.sqlite3*"):
+        path.unlink()
+    for path in backup.iterdir():
+        shutil.copy(path, server.workdir / path.name)
+
+
+def test_a_stream_reset_never_lets_the_reload_roll_back_newer_live_changes(
+    server, new_page, tmp_path
+):
+    page = new_page(init_script=HOLD_FETCH)
+    open_dashboard(page, server, "?station=ST001")
+    wait_live(page)
+    kept = notice()
+    post(server, kept)
+    wait_for_rows(page, [kept])
+    server.kill()
+    backup = tmp_path / "backup"  # at ST001:1
+    backup.mkdir()
+    for path in server.workdir.glob("db.sqlite3*"):
+        shutil.copy(path, backup / path.name)
+    server.start()
+    lost = [notice(), notice()]
+    post(server, *lost)
+    wait_for_rows(page, lost, timeout=RESUME_TIMEOUT_MS)
+
+    # Back to the backup: the page's cursor (ST001:3) is ahead of the log, the stream
+    # resets. The reload's history answer is held while a live change happens.
+    _restore(server, backup)
+    hold(page, "limit=50")
+    server.start()
+    wait_held(page)
+    assert "ST001" in page.inner_text("#notice")
+    live = make_event("ST001", faultType="GroundFailure", connectorId="2", status="Faulted")
+    post(server, live)
+    page.wait_for_timeout(500)  # the old page applied it live here
+    page.evaluate("window.__release()")
+
+    wait_live(page, timeout=RESUME_TIMEOUT_MS)
+    wait_for_rows(page, [live])
+    wait_for_faults(page, 1)
+    page.wait_for_timeout(1000)  # nothing older comes after and undoes it
+    assert [i["severity"] for i in fault_items(page)] == ["critical"]
+    assert page.get_attribute(connector("ST001-B1", "2"), "data-status") == "Faulted"
+    assert feed_ids(page) == [live["id"], kept["id"]]
+    assert cursor(page) == "ST001:4"  # 1 (kept); the live event's notification, status, fault
+
+
+# The page's stream without ?heartbeat=1: a server (or Pushpin, for now) that sends only
+# comment lines, which EventSource hides.
+NO_HEARTBEATS = """
+const RealEventSource = window.EventSource;
+window.EventSource = function (url, options) {
+  return new RealEventSource(url.replace('&heartbeat=1', ''), options);
+};
+window.EventSource.prototype = RealEventSource.prototype;
+Object.assign(window.EventSource, {CONNECTING: 0, OPEN: 1, CLOSED: 2});
+"""
+
+
+@pytest.mark.parametrize("server_env", [{"CGM_SSE_HEARTBEAT_SECONDS": "1"}], ids=["heartbeat-1s"])
+def test_a_stream_without_heartbeats_is_not_taken_for_a_stalled_one(server, new_page):
+    page = new_page(init_script=NO_HEARTBEATS)
+    open_dashboard(page, server, "?station=ST001")
+    wait_live(page)
+    streams = []
+    page.on("request", lambda r: streams.append(r.url) if "/api/sse/" in r.url else None)
+    page.wait_for_timeout(5000)  # two silent periods of 2.5 s
+    assert streams == []
+    assert status(page) == "live"
+    event = notice()
+    post(server, event)
+    wait_for_rows(page, [event])
+
+
 # --- 5. Signing out ends the stream --------------------------------------------------------------
 
 
@@ -503,10 +736,11 @@ def test_signing_out_in_another_tab_ends_the_stream_and_the_page_says_so(server,
     assert console.get_attribute("#notice a", "href").startswith("/accounts/login/?next=")
     assert console.title().startswith("Signed out · ")
     shot(console, "desktop-signed-out")
-    streams = []
-    console.on("request", lambda r: streams.append(r.url) if "/api/sse/" in r.url else None)
+    # Nothing asked of the server any more: no stream, no badge poll, no reconnect check.
+    requests = []
+    console.on("request", lambda r: None if r.url.startswith("data:") else requests.append(r.url))
     console.wait_for_timeout(7000)  # more than two retry intervals (3 s)
-    assert streams == []
+    assert requests == []
     # Nothing new arrives on the page.
     post(server, make_event("ST001"))
     console.wait_for_timeout(1000)
@@ -537,16 +771,35 @@ def _assert_fits(page):
 
 def test_the_phone_layout_fits_390_px_with_cards_and_a_drawer(server, new_page):
     phone = new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True)
+    # Codes as long as the models allow (64), with no place to break a line.
+    long_station, long_box = "S" * 64, "B" * 64
+    server.shell(
+        "from stations.models import Station, Box, Connector\n"
+        f"s = Station.objects.create(code={long_station!r}, name='N' * 200)\n"
+        f"b = Box.objects.create(station=s, code={long_box!r})\n"
+        f"Connector.objects.create(box=b, code={'C' * 64!r})\n"
+    )
     post(
         server,
         notice(status="Charging"),
         make_event("ST001", faultType="CONNECTOR_LOCK_FAILURE_WITH_A_VERY_LONG_NAME", code="E7"),
         make_event("ST001", faultType="GroundFailure", connectorId="2", message="x" * 150),
         notice("ST002", boxId="ST002-B2", connectorId=..., status="Offline"),
+        make_event(long_station, boxId=long_box, connectorId="C" * 64, code="X" * 64),
     )
-    open_dashboard(phone, server, "?station=ST001&station=ST002")
+    open_dashboard(phone, server, f"?station=ST001&station=ST002&station={long_station}")
     wait_live(phone)
-    wait_for_faults(phone, 2)
+    wait_for_faults(phone, 3)
+    # Acknowledged by a key with a long name (100 characters, the most it may have).
+    long_key = server.manage("createapikey", "K" * 100, "--scope", "operate").strip()
+    long_fault = next(f["id"] for f in unresolved(server, long_station))
+    response = httpx.post(
+        f"{server.url}/api/faults/{long_fault}/acknowledge",
+        headers={"Authorization": f"Bearer {long_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    phone.wait_for_selector(f'#faults .fault-item[data-id="{long_fault}"][data-state=acknowledged]')
     assert phone.evaluate("window.innerWidth") == 390
     _assert_fits(phone)
     # Sign out and the connection are on screen, the picker is not (it is a drawer).
@@ -563,20 +816,22 @@ def test_the_phone_layout_fits_390_px_with_cards_and_a_drawer(server, new_page):
     assert phone.is_visible("#sidebar")
     _assert_fits(phone)
     phone.check("input[value=ST003]")
-    assert phone.inner_text("#drawer-count") == "3"
+    assert phone.inner_text("#drawer-count") == "4"
     shot(phone, "phone-drawer")
     phone.click("#drawer-close")
     assert not phone.is_visible("#sidebar")
     wait_live(phone)
     phone.wait_for_function(
-        "document.querySelector('#status').dataset.cursor.split(',').length === 3",
+        "document.querySelector('#status').dataset.cursor.split(',').length === 4",
         timeout=WAIT_MS,
     )
     _assert_fits(phone)
 
     # Acting works on the phone too.
     phone.locator("#faults .fault-item").first.locator(".act-acknowledge").click()
-    phone.wait_for_selector("#faults .fault-item[data-state=acknowledged]", timeout=WAIT_MS)
+    phone.wait_for_selector(
+        "#faults .fault-item:first-child[data-state=acknowledged]", timeout=WAIT_MS
+    )
     _assert_fits(phone)
     shot(phone, "phone-acknowledged")
 

@@ -261,7 +261,7 @@ def test_a_stream_reset_reloads_the_history_of_those_stations(server, page, tmp_
     server.start()
 
     page.wait_for_selector("#notice:not([hidden])", timeout=RESUME_TIMEOUT_MS)
-    assert "ST001 (unknown-cursor)" in page.inner_text("#notice")
+    assert "ST001 (the server's log is behind this page)" in page.inner_text("#notice")
     wait_live(page, timeout=RESUME_TIMEOUT_MS)
     newer = make_event("ST001")  # ST001:2 again
     post(server, newer)
@@ -286,7 +286,7 @@ def test_an_operator_sees_only_their_stations_until_access_is_withdrawn(server, 
     # and the page says so and stops instead of reconnecting into 403s forever.
     withdraw_access(server, "depot-a")
     page.wait_for_selector("#notice:not([hidden])", timeout=RESUME_TIMEOUT_MS)
-    assert "forbidden" in page.inner_text("#notice")
+    assert "access withdrawn" in page.inner_text("#notice")
     assert "ST001" in page.inner_text("#notice")
     assert page.inner_text("#status") == "offline"
     assert feed_ids(page) == [event["id"]]  # what was shown stays on screen

@@ -105,6 +105,32 @@ def test_idle_streams_get_heartbeats(tmp_path):
         time.sleep(2.5)
         assert len(stream.comments) >= 2
         assert all(c.startswith(":") for c in stream.comments)
+        # Without ?heartbeat=1 nothing else changes: no heartbeat event.
+        assert stream.quiet("heartbeat", 0.1) == []
+    finally:
+        server.stop()
+
+
+def test_heartbeat_1_turns_keep_alives_into_heartbeat_events_without_an_id(tmp_path):
+    server = DaphneServer(tmp_path, env={"CGM_SSE_HEARTBEAT_SECONDS": "1"}).start()
+    try:
+        assert server.post([make_event("ST001"), make_event("ST001")]).status_code == 201
+        stream = open_stream(
+            server, "/api/sse/stations/ST001/?heartbeat=1", {"Last-Event-ID": "ST001:0"}
+        )
+        # One heartbeat right after the replay: the client knows at once they arrive.
+        frames = [stream.next() for _ in range(4)]
+        assert [(f.event, f.id) for f in frames] == [
+            ("stream-open", "ST001:0"),
+            ("notification", "ST001:1"),
+            ("notification", "ST001:2"),
+            ("heartbeat", None),  # no id: the client's Last-Event-ID stays put
+        ]
+        assert frames[-1].data == "{}"
+        # Then one per interval, instead of the comment line.
+        later = stream.next(timeout=3)
+        assert (later.event, later.id, later.data) == ("heartbeat", None, "{}")
+        assert stream.comments == []
     finally:
         server.stop()
 

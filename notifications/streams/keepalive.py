@@ -4,7 +4,8 @@ A stream used to wait for its next event with asyncio.wait_for(..., heartbeat): 
 task and a timer per wait, per stream, per event. With thousands of streams that was a
 tenth of the server's CPU (docs/PERFORMANCE.md). Here streams simply wait for their
 listener's event; one task wakes each of them every CGM_SSE_HEARTBEAT_SECONDS to write
-a comment line, which keeps proxies from closing an idle connection.
+a comment line, which keeps proxies from closing an idle connection (or, for a stream
+opened with ?heartbeat=1, a `heartbeat` event, which lets the client notice a stall).
 """
 
 import asyncio

@@ -149,7 +149,10 @@ async def _open_stream(request, station: str | None):
             )
         )
 
-    notification_stream = NotificationStream(codes, cursor, principal)
+    # Opt-in (the console asks for it): a client that can't see ": comments" (EventSource)
+    # learns that a connection which stalled without closing is dead.
+    heartbeat = request.GET.get("heartbeat") == "1"
+    notification_stream = NotificationStream(codes, cursor, principal, heartbeat)
     frames = notification_stream.events()
     response = StreamingHttpResponse(frames, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -187,6 +190,12 @@ def resume_point(
     return last, reset
 
 
+# A named event without an id: EventSource delivers it to the page, and it never moves
+# the client's Last-Event-ID.
+HEARTBEAT_FRAME = "event: heartbeat\ndata: {}\n\n"
+KEEPALIVE_COMMENT = ": keep-alive\n\n"
+
+
 def opening_frames(codes: list[str], last: dict[str, int], reset: dict[str, str]) -> str:
     cursor = format_cursor(last)
     # The cursor goes out with the first bytes, so a client that drops before any
@@ -215,10 +224,17 @@ class NotificationStream:
         "listener",
         "closed",
         "ping",
+        "keepalive_frame",
         "lost",
     )
 
-    def __init__(self, codes: list[str], client_cursor: dict[str, int], principal: Principal):
+    def __init__(
+        self,
+        codes: list[str],
+        client_cursor: dict[str, int],
+        principal: Principal,
+        heartbeat: bool = False,
+    ):
         self.codes = codes
         self.principal = principal
         self.client_cursor = client_cursor
@@ -226,7 +242,10 @@ class NotificationStream:
         self.station_ids: dict[str, int] = {}
         self.listener = Listener(set(codes))
         self.closed = False
-        self.ping = False
+        # With heartbeat=1, one heartbeat goes out as soon as the replay is done (pings
+        # wait for it), so the client knows from the start that they arrive.
+        self.ping = heartbeat
+        self.keepalive_frame = HEARTBEAT_FRAME if heartbeat else KEEPALIVE_COMMENT
         self.lost: list[str] = []
 
     def close(self) -> None:
@@ -281,9 +300,10 @@ class NotificationStream:
                 if behind:
                     continue
                 if self.ping:
-                    # A comment line: invisible to clients, keeps proxies from idling out.
+                    # Keeps proxies from idling out: a comment line, invisible to clients,
+                    # or the heartbeat event a client asked for.
                     self.ping = False
-                    yield ": keep-alive\n\n"
+                    yield self.keepalive_frame
                     continue
                 await listener.wakeup.wait()
         finally:

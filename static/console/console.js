@@ -21,6 +21,7 @@
     historyLimit: Number(body.dataset.historyLimit) || 50,
     maxRows: Number(body.dataset.maxRows) || 500,
     maxStations: Number(body.dataset.maxStations) || 500,
+    heartbeatSeconds: Number(body.dataset.heartbeatSeconds) || 15,
     loginUrl: body.dataset.loginUrl || '',
   };
 
@@ -76,7 +77,18 @@
       return input ? input.value : '';
     },
     shown: faultShown,
-    applied: function (fault) { applyFault(fault, false); },
+    // An action's answer may come late: after a frame resolved the fault (the answer
+    // would bring it back) or after its station was unticked. Frames are the truth for
+    // what is listed; an answer only updates a fault still listed.
+    applied: function (fault) {
+      if (model.stations.indexOf(fault.stationId) === -1 || !model.faults[fault.id]) return;
+      applyFault(fault, false);
+    },
+    gone: function (id) {
+      if (!model.faults[id]) return;
+      delete model.faults[id];
+      refresh();
+    },
     signedOut: function () { stream.signedOut(); },
   });
 
@@ -101,12 +113,17 @@
   }
 
   // The picked stations' badges come from the model (live); the others from the poll.
+  // Counts are copied, never changed in place: view.polled stays the poll's answer.
   function showBadges() {
-    var counts = Object.assign({}, view.polled);
+    var counts = {};
+    Object.keys(view.polled).forEach(function (code) {
+      counts[code] = { critical: view.polled[code].critical, error: view.polled[code].error };
+    });
     model.stations.forEach(function (code) { counts[code] = { critical: 0, error: 0 }; });
     Object.keys(model.faults).forEach(function (id) {
       var f = model.faults[id];
-      if (f.severity === 'critical' || f.severity === 'error') counts[f.stationId][f.severity] += 1;
+      var station = counts[f.stationId];
+      if (station && (f.severity === 'critical' || f.severity === 'error')) station[f.severity] += 1;
     });
     alerts.badges(ui.list, counts);
   }
@@ -137,7 +154,8 @@
       ui.status.dataset.cursor = cursor || '';
       ui.status.title = cursor ? t('cursor_tooltip', { cursor: cursor }) : '';
     },
-    // A snapshot of `stations` (all picked ones, or those a stream-reset reloads).
+    // A snapshot of `stations` (the picked ones: at the start, or again after a
+    // stream-reset): it replaces what the page had of them.
     snapshot: function (stations, snapshot, history) {
       function ours(x) { return stations.indexOf(x.stationId) !== -1; }
       [model.boxes, model.connectors, model.faults].forEach(function (map) {

@@ -10,6 +10,9 @@
   var CGM = (window.CGM = window.CGM || {});
   var t = CGM.t;
   var el = CGM.el;
+  // A fault the server says is resolved (409) or not visible (404) stays this long with
+  // the reason on it, then leaves the list: the operator sees why it went.
+  var GONE_AFTER_MS = 3000;
 
   function where(f) {
     if (f.connectorId != null) return t('where_connector', { station: f.stationId, box: f.boxId, connector: f.connectorId });
@@ -24,7 +27,8 @@
   }
 
   // options: faultUrl ("/api/faults/0"), csrfToken(), shown(fault) (the filters),
-  // applied(fault) (an action's answer), signedOut()
+  // applied(fault) (an action's answer), gone(id) (the server no longer has it for us:
+  // resolved, or not visible), signedOut()
   function FaultList(root, empty, count, options) {
     this.root = root;
     this.empty = empty;
@@ -154,6 +158,12 @@
       error.textContent = t('action_failed', { action: button.textContent, message: message });
       error.hidden = false;
     }
+    var gone = false;
+    function goneLater(message) {
+      gone = true;
+      fail(message);
+      setTimeout(function () { self.options.gone(item.dataset.id); }, GONE_AFTER_MS);
+    }
 
     fetch(url, {
       method: 'POST',
@@ -171,16 +181,17 @@
           self.options.applied(data);
           return;
         }
-        if (response.status === 409) fail(t('action_conflict'));
-        else if (response.status === 404) fail(t('action_gone'));
+        if (response.status === 409) goneLater(t('action_conflict'));
+        else if (response.status === 404) goneLater(t('action_gone'));
         else if (response.status === 401) { fail(t('action_signed_out')); self.options.signedOut(); }
         else if (response.status === 403) fail(data.message || t('action_forbidden'));
-        else fail(data.message || 'HTTP ' + response.status);
+        else fail(data.message || t('http_status', { status: response.status }));
       });
     }, function () {
       fail(t('action_failed_network'));
     }).finally(function () {
-      Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
+      // A fault on its way out keeps its buttons disabled: nothing left to act on.
+      if (!gone) Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
       item.removeAttribute('aria-busy');
     });
   };

@@ -17,6 +17,10 @@
   // Reconnecting for this long means the operator must be told the data may be stale:
   // a short blip (a proxy restart) stays quiet, a real outage does not.
   var STALE_AFTER_MS = 4000;
+  // The stream asks for a heartbeat every config.heartbeatSeconds. A connection that
+  // stalls without closing (a NAT or proxy timeout, a laptop's sleep) never fires
+  // EventSource's `error`: no frame for this many intervals means it is gone.
+  var SILENT_INTERVALS = 2.5;
 
   function stationQuery(stations) {
     return stations.map(function (code) { return 'station=' + encodeURIComponent(code); }).join('&');
@@ -32,6 +36,14 @@
     return positions;
   }
 
+  // A code the server sent (a reset reason, a stream-error condition) in the operator's
+  // words; one this page does not know yet, as it came.
+  function describe(prefix, code) {
+    var key = prefix + String(code).replace(/-/g, '_');
+    var text = t(key);
+    return text === key ? String(code) : text;
+  }
+
   // Resolves with the JSON body. Rejects with err.status and err.retry = false for
   // answers that retrying won't change (a 4xx: signed out, no access, station deleted).
   function getJSON(url, signal) {
@@ -42,7 +54,7 @@
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {
         if (response.ok) return data;
-        var err = new Error(data.message || 'HTTP ' + response.status);
+        var err = new Error(data.message || t('http_status', { status: response.status }));
         err.status = response.status;
         err.retry = response.status >= 500 || response.status === 429;
         throw err;
@@ -60,6 +72,7 @@
     this.applied = {}; // station -> seq already on the page (snapshot or frame)
     this.attempt = 0;
     this.retryTimer = null;
+    this.watchdog = null;
     this.staleTimer = null;
     this.stale = false;
     this.lostAt = null;
@@ -93,6 +106,8 @@
     this.session += 1;
     if (this.source) this.source.close();
     this.source = null;
+    clearTimeout(this.watchdog);
+    this.watchdog = null;
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.aborts.forEach(function (a) { a.abort(); });
@@ -147,8 +162,8 @@
   };
 
   // Is this frame new to the page? Snapshot and stream overlap exactly at the cursor, and
-  // a stream-reset reload may be newer than frames still in flight: a frame whose seq its
-  // station already has is skipped, so nothing is applied twice or rolled back.
+  // the browser's own reconnect may deliver again what the page already has: a frame
+  // whose seq its station already has is skipped, so nothing is applied twice.
   Stream.prototype.isNew = function (station, cursor) {
     var seq = parseCursor(cursor)[station];
     if (seq === undefined) return true;
@@ -162,10 +177,32 @@
     // EventSource cannot send headers, so the first connection passes the cursor as
     // ?lastEventId=. On its own reconnects the browser adds a Last-Event-ID header with
     // the newest id, which the server prefers over the (then stale) query parameter.
+    // heartbeat=1: idle periods bring `heartbeat` events (no id), which the watchdog
+    // below sees, instead of comment lines, which EventSource hides.
     var url = this.config.streamUrl + '?' + stationQuery(this.stations) +
-      '&lastEventId=' + encodeURIComponent(this.lastId);
+      '&lastEventId=' + encodeURIComponent(this.lastId) + '&heartbeat=1';
     var source = new EventSource(url); // same origin: the session cookie goes along
     this.source = source;
+    var silentMs = SILENT_INTERVALS * this.config.heartbeatSeconds * 1000;
+    // A server that sends heartbeats sends one right after stream-open. One that opened
+    // the stream and sent none (behind Pushpin, for now) can't be judged by its silence.
+    var heard = { open: false, heartbeat: false };
+
+    // Any frame proves the connection alive; silence past silentMs means it stalled.
+    // Also armed while the browser reconnects by itself: that attempt may stall too.
+    function watch() {
+      clearTimeout(self.watchdog);
+      self.watchdog = setTimeout(function () {
+        if (source !== self.source || session !== self.session) return;
+        self.watchdog = null;
+        if (heard.open && !heard.heartbeat) return;
+        source.close();
+        self.source = null;
+        self.lost();
+        self.retryLater(session);
+      }, silentMs);
+    }
+    watch();
 
     // null for a frame that isn't JSON: one bad frame must never stop the console.
     function parse(event) {
@@ -178,14 +215,20 @@
 
     function current(event) {
       if (source !== self.source || session !== self.session) return false;
+      watch();
       // Every frame of ours has an id: stream-open carries the cursor before any event,
       // so even a connection that drops at once can resume from the right place.
       if (event.lastEventId) self.lastId = event.lastEventId;
       return true;
     }
 
+    source.addEventListener('heartbeat', function (event) {
+      if (current(event)) heard.heartbeat = true;
+    });
+
     source.addEventListener('stream-open', function (event) {
       if (!current(event)) return;
+      heard.open = true;
       self.attempt = 0;
       self.setFresh();
       self.setStatus('live', t('status_live'));
@@ -205,12 +248,7 @@
 
     source.addEventListener('stream-reset', function (event) {
       var data = current(event) && parse(event);
-      if (!data) return;
-      // The log of these stations starts over at a lower number: frames after this one
-      // are new whatever we had applied before.
-      var positions = parseCursor(event.lastEventId);
-      (data.stations || []).forEach(function (code) { self.applied[code] = positions[code] || 0; });
-      self.reload(session, data.stations || [], data.reasons || {});
+      if (data) self.reset(data.stations || [], data.reasons || {});
     });
 
     // The server ends a stream whose access was withdrawn, or whose login session
@@ -220,14 +258,18 @@
       var data = parse(event) || {};
       source.close();
       self.source = null;
-      getJSON(self.config.countsUrl).then(function () {
-        self.end(t('stream_ended', {
-          condition: data.condition || '?',
-          stations: (data.stations || []).join(', '),
-        }));
+      var ended = t('stream_ended', {
+        condition: describe('condition_', data.condition || '?'),
+        stations: (data.stations || []).join(', '),
+      });
+      // Through self.fetch and checked against the session: a new selection aborts it,
+      // so its late answer can't end the newer stream.
+      self.fetch(self.config.countsUrl).then(function () {
+        if (session === self.session) self.end(ended);
       }, function (err) {
+        if (session !== self.session || err.name === 'AbortError') return;
         if (err.status === 401) self.signedOut();
-        else self.end(t('stream_ended', { condition: data.condition || '?', stations: (data.stations || []).join(', ') }));
+        else self.end(ended);
       });
     });
 
@@ -311,25 +353,16 @@
   };
 
   // stream-reset: the log no longer covers our cursor for these stations (pruned, or a
-  // database restored from an older backup). Their state and rows may be stale: load
-  // them again. The stream itself continues live.
-  Stream.prototype.reload = function (session, stations, reasons) {
-    var self = this;
+  // database restored from an older backup), so what the page shows of them may be stale.
+  // Start over from a fresh snapshot of every picked station, with a new stream from its
+  // cursor: reloading only these stations while the stream carried on live would let the
+  // reload's older snapshot and history overwrite frames applied in the meantime.
+  Stream.prototype.reset = function (stations, reasons) {
     var names = stations.map(function (code) {
-      return code + (reasons[code] ? ' (' + reasons[code] + ')' : '');
+      return code + (reasons[code] ? ' (' + describe('reset_', reasons[code]) + ')' : '');
     }).join(', ');
+    this.start(this.stations);
     this.on.problem(t('stream_reset', { stations: names }), 'warn');
-    this.loadState(stations).then(function (loaded) {
-      if (session !== self.session) return;
-      var positions = parseCursor(loaded.snapshot.cursor);
-      stations.forEach(function (code) {
-        self.applied[code] = Math.max(self.applied[code] || 0, positions[code] || 0);
-      });
-      self.on.snapshot(stations, loaded.snapshot, loaded.history);
-    }, function (err) {
-      if (session !== self.session || err.name === 'AbortError') return;
-      self.on.problem(t('stream_reset_failed', { stations: names, message: err.message }), 'error');
-    });
   };
 
   CGM.Stream = Stream;
