@@ -4,6 +4,8 @@ Runs the real Pushpin (Debian's pushpin and zurl, installed by scripts/ensure-pu
 in front of real Daphne processes.
 """
 
+import time
+
 import httpx
 import pytest
 
@@ -43,6 +45,11 @@ def sequence_gaps(pushpin) -> int:
     """Times Pushpin saw a publish whose prev-id did not follow the stream's last id:
     the only case where it must call Django back to recover."""
     return pushpin.log().count("last ID inconsistency")
+
+
+def next_link_calls(pushpin) -> list[str]:
+    """The next-link requests Pushpin sent to Django (zurl's log of its requests)."""
+    return [line for line in pushpin.log().splitlines() if "[zurl] IN" in line and "/next/" in line]
 
 
 def test_pushpin_delivers_live_events_in_order_exactly_once(pushpin_stack):
@@ -150,6 +157,15 @@ def test_revoking_a_key_closes_the_streams_pushpin_holds_for_it(pushpin_stack):
     untouched = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers={"X-Api-Key": other})
     revoked.next_of("stream-open")
     untouched.next_of("stream-open")
+    # Pushpin calls every stream's next link one second after a channel's first
+    # subscriber (engine.cpp sub_subscribed) and takes the stream's channels from the
+    # answer; calls with the same path and positions share one origin request, hence
+    # the caller in the link's path. Revocation must still cut only this caller's
+    # stream once Pushpin has called back for both.
+    deadline = time.monotonic() + 10
+    while len({line.split("/next/")[1] for line in next_link_calls(pushpin)}) < 2:
+        assert time.monotonic() < deadline, "Pushpin did not call both callers' next links"
+        time.sleep(0.1)
 
     # A separate process (like an admin's), with the same settings: it tells Pushpin.
     first.manage("revokeapikey", key)
@@ -163,3 +179,24 @@ def test_revoking_a_key_closes_the_streams_pushpin_holds_for_it(pushpin_stack):
     assert untouched.next_of("notification").json()["id"] == event["id"]
     revoked.close()
     untouched.close()
+
+
+def test_only_pushpin_may_follow_a_next_link(pushpin_stack):
+    pushpin, first, _ = pushpin_stack
+    SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers=first.reader_headers).next_of(
+        "stream-open"
+    )
+    deadline = time.monotonic() + 10
+    while not next_link_calls(pushpin):
+        assert time.monotonic() < deadline, "Pushpin did not call the next link"
+        time.sleep(0.1)
+    path = "/api/sse/next/" + next_link_calls(pushpin)[0].split("/next/")[1]
+    # The same link, straight to Django (no Pushpin signature): there is no such stream.
+    assert (
+        httpx.get(f"{first.url}{path}", headers={"Grip-Last": f"events-{A}; last-id=0"}).status_code
+        == 404
+    )
+    # Through Pushpin, with a forged caller: refused.
+    forged = httpx.get(f"{pushpin.url}/api/sse/next/forged:sig/")
+    assert forged.status_code == 400
+    assert "Invalid next link" in forged.text
