@@ -4,7 +4,9 @@ Runs the real Pushpin (Debian's pushpin and zurl, installed by scripts/ensure-pu
 in front of real Daphne processes.
 """
 
+import ipaddress
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -179,6 +181,29 @@ def test_revoking_a_key_closes_the_streams_pushpin_holds_for_it(pushpin_stack):
     assert untouched.next_of("notification").json()["id"] == event["id"]
     revoked.close()
     untouched.close()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on `port`, from /proc/net/tcp and
+    tcp6 (IPv4 shown dotted, IPv6 as the kernel's hex)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if len(address) == 8:  # IPv4, little-endian hex
+                    address = str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1]))
+                found.add(address)
+    return found
+
+
+def test_pushpin_listens_on_loopback_only(pushpin_stack):
+    # Tests and launchers: clients and publishers on 127.0.0.1; a deployment opts into
+    # other interfaces with run_pushpin.py --listen-address / --publish-address.
+    pushpin, _, _ = pushpin_stack
+    assert listening_addresses(pushpin.port) == {"127.0.0.1"}
+    assert listening_addresses(5561 + pushpin.offset) == {"127.0.0.1"}
 
 
 def test_only_pushpin_may_follow_a_next_link(pushpin_stack):
