@@ -170,6 +170,9 @@ async def _open_once(port: int, sub: Subscriber, stats: Stats, timeout: float) -
         return await asyncio.wait_for(opened, timeout)
     except (OSError, TimeoutError) as exc:
         sub.failed = sub.failed or f"{type(exc).__name__}: {exc}"
+        if sub.transport is not None:
+            # Given up on: a stream that opens late must not run beside the retry.
+            sub.transport.close()
         return False
 
 
