@@ -29,7 +29,8 @@ def pushpin_stack(tmp_path):
     ports = [free_port(), free_port()]
     # Debug log: the tests read Pushpin's own account of prev-id inconsistencies.
     pushpin = PushpinServer(tmp_path, origins=ports, log_level=3)
-    env = {"GRIP_URL": pushpin.grip_url}
+    # A small replay page: a longer resume pages through Pushpin's next link.
+    env = {"GRIP_URL": pushpin.grip_url, "CGM_SSE_REPLAY_PAGE": "3"}
     first = DaphneServer(tmp_path, env=env)
     first.port = ports[0]
     second = DaphneServer(tmp_path, env=env, share_with=first)
@@ -99,6 +100,27 @@ def test_pushpin_streams_resume_from_the_log_with_last_event_id(pushpin_stack):
     replayed = stream.collect("notification", 2)
     assert [e.json()["id"] for e in replayed] == [e["id"] for e in events[1:]]
     assert [e.id for e in replayed] == [f"{A}:2", f"{A}:3"]
+
+    live = make_event(A)
+    first.post(live)
+    assert stream.next_of("notification").json()["id"] == live["id"]
+    assert stream.quiet("notification", 0.5) == []
+
+
+def test_a_long_resume_pages_through_pushpins_next_link(pushpin_stack):
+    pushpin, first, _ = pushpin_stack
+    events = [make_event(A) for _ in range(4)]
+    for event in events:
+        first.post(event)  # each: its notification and its fault change, 8 log entries
+
+    headers = {**first.reader_headers, "Last-Event-ID": f"{A}:0"}
+    stream = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers=headers)
+    frames = stream.collect_log(8, timeout=15)
+    assert [e.id for e in frames] == [f"{A}:{n}" for n in range(1, 9)]
+    received = [e.json()["id"] for e in frames if e.event == "notification"]
+    assert received == [e["id"] for e in events]
+    pages = [line for line in next_link_calls(pushpin) if f"/{A}:" in line]
+    assert len(pages) == 2  # pages of 3: the 2nd and 3rd came through the next link
 
     live = make_event(A)
     first.post(live)

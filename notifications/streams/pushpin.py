@@ -107,8 +107,13 @@ def grip_response(
     # Pushpin also fetches the next link every `timeout` seconds as a safety net (120 s
     # by default): with tens of thousands of streams that is steady load for nothing,
     # since a gap already triggers a recovery fetch.
+    token = next_link_token(principal)
+    # A replay cut at a page: Pushpin fetches the rest at once, without Grip-Last (it
+    # holds no channel yet), so the cursor goes in the path, where Pushpin's sharing of
+    # identical calls sees it too.
+    link = reverse("stream-page", args=[token, format_cursor(last)]) if more else None
     instruct.set_next_link(
-        reverse("stream-next", args=[next_link_token(principal)]),
+        link or reverse("stream-next", args=[token]),
         timeout=settings.CGM_GRIP_REFRESH_SECONDS,
     )
     for code in codes:

@@ -61,14 +61,16 @@ def _requested_codes(request, station: str | None) -> list[str]:
     return list(dict.fromkeys(split))
 
 
-async def station_stream(request, station: str | None = None, caller: str | None = None):
+async def station_stream(
+    request, station: str | None = None, caller: str | None = None, after: str | None = None
+):
     if request.method not in ("GET", "HEAD"):
         response = _error(405, "method_not_allowed", f"Method {request.method} not allowed.")
         response["Allow"] = "GET, HEAD"
         return response
     try:
         failpoint("stream.open")
-        return await _open_stream(request, station, caller)
+        return await _open_stream(request, station, caller, after)
     except Exception as exc:
         # A clear, documented answer rather than a 500 (the database did not answer, or
         # anything else failed while opening): nothing was sent yet, so the client
@@ -79,11 +81,12 @@ async def station_stream(request, station: str | None = None, caller: str | None
         return _error(503, "unavailable", "The stream could not open; retry shortly.")
 
 
-async def _open_stream(request, station: str | None, caller: str | None):
+async def _open_stream(request, station: str | None, caller: str | None, after: str | None):
     grip = getattr(request, "grip", None)
     behind_pushpin = bool(grip and grip.proxied)
-    # Pushpin following its next link for a stream it holds (paging or recovery): the
-    # stations and positions are its Grip-Last headers, the caller is in the path.
+    # Pushpin following its next link for a stream it holds: the caller is in the path,
+    # and so is the cursor of a replay cut at a page; otherwise (recovery) the stations
+    # and positions are Pushpin's Grip-Last headers (notifications/streams/pushpin.py).
     next_link = caller is not None
     principal = None
     if next_link:
@@ -92,7 +95,12 @@ async def _open_stream(request, station: str | None, caller: str | None):
         principal = next_link_principal(caller)
         if principal is None:
             return _error(400, "invalid", "Invalid next link.")
-    cursor = grip_last_cursor(request) if next_link else {}
+    cursor = {}
+    if next_link:
+        try:
+            cursor = parse_cursor(after) if after else grip_last_cursor(request)
+        except CursorError as exc:
+            return _error(400, "invalid", "Malformed cursor.", {"after": [str(exc)]})
     codes = sorted(cursor) if next_link else _requested_codes(request, station)
     if not codes:
         return _error(400, "invalid", "Name at least one station.", {"station": ["Required."]})
