@@ -8,12 +8,14 @@ delivers in order without calling back (DESIGN.md trap 8). Pushpin builds each
 event's `id:` from its channels' last ids with the `id_format` below, which yields
 exactly the cursor format of the in-process stream ("ST001:42,ST002:7").
 
-Pushpin calls the "next link" itself: immediately when the replay was cut at a page,
-to recover when it sees a gap, and (Pushpin 1.36, handler engine.cpp `sub_subscribed`)
-once for every stream on a channel one second after that channel's first subscriber
-came. The positions always come in its Grip-Last headers, which name every station
-channel of the stream; so the link itself only names the caller, whose access is
-checked again on each call: /api/sse/next/<signed caller>/.
+Pushpin calls the "next link" itself: to recover when it sees a gap, and (Pushpin 1.36,
+handler engine.cpp `sub_subscribed`) once for every stream on a channel one second
+after that channel's first subscriber came. The positions then come in its Grip-Last
+headers, which name every station channel of the stream; so the link itself only names
+the caller, whose access is checked again on each call: /api/sse/next/<signed caller>/.
+A replay cut at a page is the exception: Pushpin fetches the rest at once, before it
+holds any channel, so without Grip-Last; that link carries the cursor too
+(/api/sse/next/<signed caller>/<cursor>/).
 
 One link per caller, the same for all its streams, is what keeps these calls cheap.
 Pushpin runs them through a rate limiter of 10 batches a second, a batch being up to
