@@ -89,14 +89,13 @@ async def _open_stream(request, station: str | None, caller: str | None, after: 
     # and positions are Pushpin's Grip-Last headers (notifications/streams/pushpin.py).
     next_link = caller is not None
     principal = None
+    cursor = {}
     if next_link:
         if not behind_pushpin:
             return not_found(request)
         principal = next_link_principal(caller)
         if principal is None:
             return _error(400, "invalid", "Invalid next link.")
-    cursor = {}
-    if next_link:
         try:
             cursor = parse_cursor(after) if after else grip_last_cursor(request)
         except CursorError as exc:
