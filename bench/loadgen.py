@@ -134,10 +134,32 @@ class Stats:
     statuses: dict = field(default_factory=dict)
     offered: int = 0
     accepted: int = 0
+    open_retries: int = 0
     errors: dict = field(default_factory=dict)  # status -> the first error body seen
 
 
+# The console's reconnect delays (static/console/stream.js BACKOFF_MS), in seconds.
+BACKOFF = (1.0, 2.0, 4.0, 8.0, 10.0)
+
+
 async def open_subscriber(port: int, sub: Subscriber, stats: Stats, timeout: float = 30) -> bool:
+    """Open the stream as the console does: an open that fails with a 5xx or 429 answer,
+    or a connection that drops before stream-open, is tried again after the console's
+    backoff, from the last id seen; a 4xx (refused) is not. Each retry is counted in
+    stats.open_retries; False once all of them failed."""
+    for delay in BACKOFF:
+        if await _open_once(port, sub, stats, timeout):
+            return True
+        status = sub.failed.split(" ")[1] if sub.failed.startswith("HTTP/") else ""
+        if status.startswith("4") and status != "429":
+            return False
+        stats.open_retries += 1
+        await asyncio.sleep(delay)
+        sub.failed = None
+    return await _open_once(port, sub, stats, timeout)
+
+
+async def _open_once(port: int, sub: Subscriber, stats: Stats, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
     opened = loop.create_future()
     try:
@@ -148,6 +170,9 @@ async def open_subscriber(port: int, sub: Subscriber, stats: Stats, timeout: flo
         return await asyncio.wait_for(opened, timeout)
     except (OSError, TimeoutError) as exc:
         sub.failed = sub.failed or f"{type(exc).__name__}: {exc}"
+        if sub.transport is not None:
+            # Given up on: a stream that opens late must not run beside the retry.
+            sub.transport.close()
         return False
 
 
@@ -162,9 +187,12 @@ async def open_all(port: int, subs: list[Subscriber], stats: Stats, parallel: in
     return sum(1 for ok in results if not ok)
 
 
-async def reconnect_storm(port: int, subs: list[Subscriber], stats: Stats, within: float) -> int:
+async def reconnect_storm(
+    port: int, subs: list[Subscriber], stats: Stats, within: float
+) -> tuple[int, float]:
     """Drop every stream, then reconnect them all, spread over `within` seconds, each
-    with its last seen id as Last-Event-ID. Returns how many failed to reopen."""
+    with its last seen id as Last-Event-ID. Returns how many failed to reopen, and the
+    seconds from the drop until the last one was back."""
     for sub in subs:
         if sub.transport is not None:
             sub.transport.close()
@@ -172,17 +200,20 @@ async def reconnect_storm(port: int, subs: list[Subscriber], stats: Stats, withi
     await asyncio.sleep(0.2)
     start = time.monotonic()
     failures = 0
+    last_back = start
 
     async def again(index, sub):
-        nonlocal failures
+        nonlocal failures, last_back
         await asyncio.sleep(start + within * index / len(subs) - time.monotonic())
         sub.reconnects += 1
         sub.failed = None  # only this reconnect's failure counts
-        if not await open_subscriber(port, sub, stats):
+        if await open_subscriber(port, sub, stats):
+            last_back = max(last_back, time.monotonic())
+        else:
             failures += 1
 
     await asyncio.gather(*(again(i, sub) for i, sub in enumerate(subs)))
-    return failures
+    return failures, last_back - start + 0.2
 
 
 class RawPoster:

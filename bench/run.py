@@ -392,7 +392,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
         poster = asyncio.ensure_future(post)
         await asyncio.sleep(args.duration * 0.5)
         steady = list(stats.latencies)
-        storm_failed = await reconnect_storm(stack.client_port, subs, stats, within=10)
+        storm_failed, storm_back = await reconnect_storm(stack.client_port, subs, stats, within=10)
         await poster
     else:
         await post
@@ -414,7 +414,8 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
 
     line = (
         f"{name}: subscribers={args.subscribers} stations={args.stations} "
-        f"failed_opens={failed_open} (opened in {open_seconds:.1f}s) "
+        f"failed_opens={failed_open} (opened in {open_seconds:.1f}s, "
+        f"{stats.open_retries} retried as the console does) "
         f"rate={args.rate}/s batch={args.batch} duration={args.duration}s | "
         f"offered={stats.offered} accepted={stats.accepted} statuses={stats.statuses} | "
         f"delivered={delivered}/{expected} lost={lost} duplicated={duplicated} | "
@@ -425,7 +426,10 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
         f"django_threads={threads_django} all_threads={threads_open} db_connections={db_conns}"
     )
     if storm_failed is not None:
-        line += f" | reconnect storm: {len(subs)} within 10s, failed={storm_failed}"
+        line += (
+            f" | reconnect storm: {len(subs)} within 10s, failed={storm_failed},"
+            f" all back in {storm_back:.1f}s"
+        )
     return line + failure_reasons(subs, stats)
 
 

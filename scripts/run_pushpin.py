@@ -2,6 +2,9 @@
 
     .venv/bin/python scripts/run_pushpin.py --origin 127.0.0.1:8001 --port 7999
 
+Listens on 127.0.0.1 only, clients and publishers alike; a deployment names the
+interfaces it wants (`--listen-address 0.0.0.0 --publish-address 10.0.0.5`).
+
 Renders deploy/pushpin/*.template into var/pushpin-<port>/ and runs Pushpin there
 (in the foreground; Ctrl-C stops it). Django must run with
 GRIP_URL=http://127.0.0.1:<5561 + offset>?iss=pushpin&key=<same key>, which this
@@ -20,13 +23,23 @@ TEMPLATES = ROOT / "deploy" / "pushpin"
 
 
 def render(
-    rundir: Path, *, port: int, offset: int, origins: list[str], key: str, log_level: int = 2
+    rundir: Path,
+    *,
+    port: int,
+    offset: int,
+    origins: list[str],
+    key: str,
+    log_level: int = 2,
+    listen_address: str = "127.0.0.1",
+    publish_address: str = "127.0.0.1",
 ) -> Path:
     (rundir / "log").mkdir(parents=True, exist_ok=True)
     values = {
         "RUNDIR": str(rundir),
         "PORT_OFFSET": str(offset),
         "HTTP_PORT": str(port),
+        "LISTEN_ADDRESS": listen_address,
+        "PUBLISH_ADDRESS": publish_address,
         "GRIP_KEY": key,
         "ORIGINS": ",".join(origins),
         "LOG_LEVEL": str(log_level),
@@ -39,8 +52,8 @@ def render(
     return rundir / "pushpin.conf"
 
 
-def grip_url(offset: int, key: str) -> str:
-    return f"http://127.0.0.1:{5561 + offset}?iss=pushpin&key={key}"
+def grip_url(offset: int, key: str, address: str = "127.0.0.1") -> str:
+    return f"http://{address}:{5561 + offset}?iss=pushpin&key={key}"
 
 
 def main() -> int:
@@ -50,6 +63,12 @@ def main() -> int:
     parser.add_argument("--port-offset", type=int, default=0, help="shift Pushpin's own ports")
     parser.add_argument("--key", default=os.environ.get("CGM_GRIP_KEY"), help="signing key")
     parser.add_argument("--log-level", type=int, default=2, help="3 = debug (tests read it)")
+    parser.add_argument(
+        "--listen-address", default="127.0.0.1", help="client interface (0.0.0.0: all)"
+    )
+    parser.add_argument(
+        "--publish-address", default="127.0.0.1", help="interface of the publish endpoint"
+    )
     args = parser.parse_args()
     if not args.key:
         print(
@@ -68,9 +87,12 @@ def main() -> int:
         origins=args.origin,
         key=args.key,
         log_level=args.log_level,
+        listen_address=args.listen_address,
+        publish_address=args.publish_address,
     )
-    print(f"run_pushpin: clients connect to http://127.0.0.1:{args.port}/", flush=True)
-    print(f"run_pushpin: Django needs GRIP_URL={grip_url(args.port_offset, args.key)}", flush=True)
+    print(f"run_pushpin: clients connect to http://{args.listen_address}:{args.port}/", flush=True)
+    publish_url = grip_url(args.port_offset, args.key, args.publish_address)
+    print(f"run_pushpin: Django needs GRIP_URL={publish_url}", flush=True)
     os.execvp("pushpin", ["pushpin", "--config", str(config), "--merge-output"])  # noqa: S606
 
 

@@ -4,6 +4,10 @@ Runs the real Pushpin (Debian's pushpin and zurl, installed by scripts/ensure-pu
 in front of real Daphne processes.
 """
 
+import ipaddress
+import time
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -25,7 +29,8 @@ def pushpin_stack(tmp_path):
     ports = [free_port(), free_port()]
     # Debug log: the tests read Pushpin's own account of prev-id inconsistencies.
     pushpin = PushpinServer(tmp_path, origins=ports, log_level=3)
-    env = {"GRIP_URL": pushpin.grip_url}
+    # A small replay page: a longer resume pages through Pushpin's next link.
+    env = {"GRIP_URL": pushpin.grip_url, "CGM_SSE_REPLAY_PAGE": "3"}
     first = DaphneServer(tmp_path, env=env)
     first.port = ports[0]
     second = DaphneServer(tmp_path, env=env, share_with=first)
@@ -43,6 +48,11 @@ def sequence_gaps(pushpin) -> int:
     """Times Pushpin saw a publish whose prev-id did not follow the stream's last id:
     the only case where it must call Django back to recover."""
     return pushpin.log().count("last ID inconsistency")
+
+
+def next_link_calls(pushpin) -> list[str]:
+    """The next-link requests Pushpin sent to Django (zurl's log of its requests)."""
+    return [line for line in pushpin.log().splitlines() if "[zurl] IN" in line and "/next/" in line]
 
 
 def test_pushpin_delivers_live_events_in_order_exactly_once(pushpin_stack):
@@ -90,6 +100,27 @@ def test_pushpin_streams_resume_from_the_log_with_last_event_id(pushpin_stack):
     replayed = stream.collect("notification", 2)
     assert [e.json()["id"] for e in replayed] == [e["id"] for e in events[1:]]
     assert [e.id for e in replayed] == [f"{A}:2", f"{A}:3"]
+
+    live = make_event(A)
+    first.post(live)
+    assert stream.next_of("notification").json()["id"] == live["id"]
+    assert stream.quiet("notification", 0.5) == []
+
+
+def test_a_long_resume_pages_through_pushpins_next_link(pushpin_stack):
+    pushpin, first, _ = pushpin_stack
+    events = [make_event(A) for _ in range(4)]
+    for event in events:
+        first.post(event)  # each: its notification and its fault change, 8 log entries
+
+    headers = {**first.reader_headers, "Last-Event-ID": f"{A}:0"}
+    stream = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers=headers)
+    frames = stream.collect_log(8, timeout=15)
+    assert [e.id for e in frames] == [f"{A}:{n}" for n in range(1, 9)]
+    received = [e.json()["id"] for e in frames if e.event == "notification"]
+    assert received == [e["id"] for e in events]
+    pages = [line for line in next_link_calls(pushpin) if f"/{A}:" in line]
+    assert len(pages) == 2  # pages of 3: the 2nd and 3rd came through the next link
 
     live = make_event(A)
     first.post(live)
@@ -150,6 +181,15 @@ def test_revoking_a_key_closes_the_streams_pushpin_holds_for_it(pushpin_stack):
     untouched = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers={"X-Api-Key": other})
     revoked.next_of("stream-open")
     untouched.next_of("stream-open")
+    # Pushpin calls every stream's next link one second after a channel's first
+    # subscriber (engine.cpp sub_subscribed) and takes the stream's channels from the
+    # answer; calls with the same path and positions share one origin request, hence
+    # the caller in the link's path. Revocation must still cut only this caller's
+    # stream once Pushpin has called back for both.
+    deadline = time.monotonic() + 10
+    while len({line.split("/next/")[1] for line in next_link_calls(pushpin)}) < 2:
+        assert time.monotonic() < deadline, "Pushpin did not call both callers' next links"
+        time.sleep(0.1)
 
     # A separate process (like an admin's), with the same settings: it tells Pushpin.
     first.manage("revokeapikey", key)
@@ -163,3 +203,47 @@ def test_revoking_a_key_closes_the_streams_pushpin_holds_for_it(pushpin_stack):
     assert untouched.next_of("notification").json()["id"] == event["id"]
     revoked.close()
     untouched.close()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on `port`, from /proc/net/tcp and
+    tcp6 (IPv4 shown dotted, IPv6 as the kernel's hex)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if len(address) == 8:  # IPv4, little-endian hex
+                    address = str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1]))
+                found.add(address)
+    return found
+
+
+def test_pushpin_listens_on_loopback_only(pushpin_stack):
+    # Tests and launchers: clients and publishers on 127.0.0.1; a deployment opts into
+    # other interfaces with run_pushpin.py --listen-address / --publish-address.
+    pushpin, _, _ = pushpin_stack
+    assert listening_addresses(pushpin.port) == {"127.0.0.1"}
+    assert listening_addresses(5561 + pushpin.offset) == {"127.0.0.1"}
+
+
+def test_only_pushpin_may_follow_a_next_link(pushpin_stack):
+    pushpin, first, _ = pushpin_stack
+    SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers=first.reader_headers).next_of(
+        "stream-open"
+    )
+    deadline = time.monotonic() + 10
+    while not next_link_calls(pushpin):
+        assert time.monotonic() < deadline, "Pushpin did not call the next link"
+        time.sleep(0.1)
+    path = "/api/sse/next/" + next_link_calls(pushpin)[0].split("/next/")[1]
+    # The same link, straight to Django (no Pushpin signature): there is no such stream.
+    assert (
+        httpx.get(f"{first.url}{path}", headers={"Grip-Last": f"events-{A}; last-id=0"}).status_code
+        == 404
+    )
+    # Through Pushpin, with a forged caller: refused.
+    forged = httpx.get(f"{pushpin.url}/api/sse/next/forged:sig/")
+    assert forged.status_code == 400
+    assert "Invalid next link" in forged.text

@@ -8,10 +8,25 @@ delivers in order without calling back (DESIGN.md trap 8). Pushpin builds each
 event's `id:` from its channels' last ids with the `id_format` below, which yields
 exactly the cursor format of the in-process stream ("ST001:42,ST002:7").
 
-Pushpin calls the "next link" itself: immediately when the replay was cut at a page
-(`link=next&lastEventId=...`), and to recover if it ever sees a gap
-(`link=next&recover=true`, positions in the Grip-Last header). Those requests carry a
-signed `es-meta` naming the caller, whose access is checked again.
+Pushpin calls the "next link" itself: to recover when it sees a gap, and (Pushpin 1.36,
+handler engine.cpp `sub_subscribed`) once for every stream on a channel one second
+after that channel's first subscriber came. The positions then come in its Grip-Last
+headers, which name every station channel of the stream; so the link itself only names
+the caller, whose access is checked again on each call: /api/sse/next/<signed caller>/.
+A replay cut at a page is the exception: Pushpin fetches the rest at once, before it
+holds any channel, so without Grip-Last; that link carries the cursor too
+(/api/sse/next/<signed caller>/<cursor>/).
+
+One link per caller, the same for all its streams, is what keeps these calls cheap.
+Pushpin runs them through a rate limiter of 10 batches a second, a batch being up to
+100 streams with the *same* next link (httpsession.cpp UpdateAction), and then sends
+one origin request for all calls with the same path and Grip-Last headers
+("auto-share", which ignores the query). A link that differed per station and per
+second (the station list and a timestamped signature in the query) made each stream a
+batch of its own: 10 streams a second recovered, the others waited for seconds with
+their events queued. And because sharing ignores the query, the caller must be in the
+path: otherwise two callers' calls at the same positions share one answer, and one
+of them holds the other's channels from then on.
 """
 
 from urllib.parse import quote
@@ -19,6 +34,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.core import signing
 from django.http import HttpResponse
+from django.urls import reverse
 from gripcontrol import Channel
 
 from access.policy import Principal
@@ -29,16 +45,30 @@ from notifications.wire import format_cursor, sse_frame
 NEXT_LINK_SALT = "cgm.grip-next-link"
 
 
-def next_link_principal(request) -> Principal | None:
+def next_link_token(principal: Principal) -> str:
+    """The caller, signed for the next link's path. No timestamp: every stream of one
+    caller gets the same link (see above). It is accepted only in requests Pushpin
+    signed (Grip-Sig), and the caller's access is checked on every use."""
+    meta = {
+        "k": principal.kind,
+        "i": principal.id,
+        "s": principal.session_key,
+        "g": principal.grant,
+    }
+    return signing.Signer(salt=NEXT_LINK_SALT).sign_object(meta)
+
+
+def next_link_principal(token: str) -> Principal | None:
     try:
-        data = signing.loads(request.GET.get("es-meta", ""), salt=NEXT_LINK_SALT)
+        data = signing.Signer(salt=NEXT_LINK_SALT).unsign_object(token)
     except signing.BadSignature:
         return None
     return Principal(data["k"], data["i"], data.get("s", ""), data.get("g"))
 
 
 def grip_last_cursor(request) -> dict[str, int]:
-    """Positions Pushpin reports in Grip-Last when it asks to recover."""
+    """Positions Pushpin reports in Grip-Last when it follows a next link: one per
+    station channel of the stream (each has a prev-id)."""
     cursor = {}
     for channel, last_id in request.grip.last.items():
         if channel.startswith("events-") and last_id.isdigit():
@@ -75,30 +105,18 @@ def grip_response(
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
 
-    params = request.GET.copy()
-    for name in ("link", "lastEventId", "recover", "es-meta", "token"):
-        params.pop(name, None)
-    params["link"] = "next"
-    # Pushpin calls the next link itself (the URL never reaches the client): it names the
-    # caller, with its session or grant, whose access is checked again on each call.
-    meta = {
-        "k": principal.kind,
-        "i": principal.id,
-        "s": principal.session_key,
-        "g": principal.grant,
-    }
-    params["es-meta"] = signing.dumps(meta, salt=NEXT_LINK_SALT)
-    if more:
-        params["lastEventId"] = format_cursor(last)
-    else:
-        params["recover"] = "true"
-
     instruct = request.grip.start_instruct()
     # Pushpin also fetches the next link every `timeout` seconds as a safety net (120 s
     # by default): with tens of thousands of streams that is steady load for nothing,
     # since a gap already triggers a recovery fetch.
+    token = next_link_token(principal)
+    # A replay cut at a page: Pushpin fetches the rest at once, without Grip-Last (it
+    # holds no channel yet), so the cursor goes in the path, where Pushpin's sharing of
+    # identical calls sees it too.
+    link = reverse("stream-page", args=[token, format_cursor(last)]) if more else None
     instruct.set_next_link(
-        f"{request.path}?{params.urlencode()}", timeout=settings.CGM_GRIP_REFRESH_SECONDS
+        link or reverse("stream-next", args=[token]),
+        timeout=settings.CGM_GRIP_REFRESH_SECONDS,
     )
     for code in codes:
         channel = Channel(channel_name(code), prev_id=str(last[code]))

@@ -61,14 +61,16 @@ def _requested_codes(request, station: str | None) -> list[str]:
     return list(dict.fromkeys(split))
 
 
-async def station_stream(request, station: str | None = None):
+async def station_stream(
+    request, station: str | None = None, caller: str | None = None, after: str | None = None
+):
     if request.method not in ("GET", "HEAD"):
         response = _error(405, "method_not_allowed", f"Method {request.method} not allowed.")
         response["Allow"] = "GET, HEAD"
         return response
     try:
         failpoint("stream.open")
-        return await _open_stream(request, station)
+        return await _open_stream(request, station, caller, after)
     except Exception as exc:
         # A clear, documented answer rather than a 500 (the database did not answer, or
         # anything else failed while opening): nothing was sent yet, so the client
@@ -79,8 +81,26 @@ async def station_stream(request, station: str | None = None):
         return _error(503, "unavailable", "The stream could not open; retry shortly.")
 
 
-async def _open_stream(request, station: str | None):
-    codes = _requested_codes(request, station)
+async def _open_stream(request, station: str | None, caller: str | None, after: str | None):
+    grip = getattr(request, "grip", None)
+    behind_pushpin = bool(grip and grip.proxied)
+    # Pushpin following its next link for a stream it holds: the caller is in the path,
+    # and so is the cursor of a replay cut at a page; otherwise (recovery) the stations
+    # and positions are Pushpin's Grip-Last headers (notifications/streams/pushpin.py).
+    next_link = caller is not None
+    principal = None
+    cursor = {}
+    if next_link:
+        if not behind_pushpin:
+            return not_found(request)
+        principal = next_link_principal(caller)
+        if principal is None:
+            return _error(400, "invalid", "Invalid next link.")
+        try:
+            cursor = parse_cursor(after) if after else grip_last_cursor(request)
+        except CursorError as exc:
+            return _error(400, "invalid", "Malformed cursor.", {"after": [str(exc)]})
+    codes = sorted(cursor) if next_link else _requested_codes(request, station)
     if not codes:
         return _error(400, "invalid", "Name at least one station.", {"station": ["Required."]})
     if len(codes) > settings.CGM_SSE_MAX_STATIONS:
@@ -94,32 +114,20 @@ async def _open_stream(request, station: str | None):
     if bad:
         return _error(400, "invalid", "Malformed station code.", {"station": bad})
 
-    cursor = {}
-    cursor_text = cursor_from_request(request)
+    cursor_text = None if next_link else cursor_from_request(request)
     if cursor_text:
         try:
             cursor = parse_cursor(cursor_text)
         except CursorError as exc:
             return _error(400, "invalid", "Malformed cursor.", {"Last-Event-ID": [str(exc)]})
 
-    grip = getattr(request, "grip", None)
-    behind_pushpin = bool(grip and grip.proxied)
-    next_link = behind_pushpin and request.GET.get("link") == "next"
-    if next_link and request.GET.get("recover") == "true":
-        cursor = grip_last_cursor(request)
-
-    try:
-        if next_link:
-            # Pushpin itself asks (paging or recovery) for a stream it already holds.
-            principal = next_link_principal(request)
-            if principal is None:
-                return _error(400, "invalid", "Invalid next link.")
-        else:
+    if principal is None:
+        try:
             principal = await stream_principal(request)
-    except StreamAuthError as exc:
-        if exc.status == 403:
-            return _error(403, "forbidden", str(exc))
-        return _error(401, "unauthenticated", str(exc))
+        except StreamAuthError as exc:
+            if exc.status == 403:
+                return _error(403, "forbidden", str(exc))
+            return _error(401, "unauthenticated", str(exc))
     # Checked before existence: a caller learns nothing about stations it may not read.
     forbidden = await run_db(forbidden_stations, principal, codes)
     if forbidden and next_link:
