@@ -354,15 +354,22 @@ async def post_load(
                 ledger.accepted.setdefault(station, set()).add(event_id)
                 ledger.in_doubt.discard(event_id)
                 return
-            if status == 503:
-                ledger.answered_503_in.append(time.monotonic() - sent)
+            if status in (503, 429):
+                # "Retry later", as documented: the database is away (503), or this key's
+                # rate is used up (429: every post that got a 503 during an outage comes
+                # back at once after its Retry-After, and together they pass the key's
+                # rate). A client waits as told, plus a little jitter so that the retries
+                # do not all land in the same second again.
+                if status == 503:
+                    ledger.answered_503_in.append(time.monotonic() - sent)
                 retry_after = answer_headers.get("retry-after")
                 if retry_after is None:
                     ledger.missing_retry_after += 1
-                await asyncio.sleep(min(float(retry_after or 1), 5.0))
+                jitter = random.random() * 0.5  # noqa: S311
+                await asyncio.sleep(min(float(retry_after or 1), 5.0) + jitter)
                 continue
             ledger.bad.append((status, answer[:300].decode(errors="replace")))
-            if status >= 500 or status == 429:
+            if status >= 500:
                 await asyncio.sleep(1.0)
                 continue
             ledger.unanswered.add(event_id)  # a 4xx: posting it again would not help
@@ -490,7 +497,7 @@ class Outcome:
         if other:
             found.append(f"posts answered {other}; first bodies: {ledger.bad[:3]}")
         if ledger.missing_retry_after:
-            found.append(f"{ledger.missing_retry_after} post 503s without Retry-After")
+            found.append(f"{ledger.missing_retry_after} post 503s or 429s without Retry-After")
         if ledger.unanswered:
             found.append(
                 f"{len(ledger.unanswered)} events never accepted, "
