@@ -23,6 +23,19 @@ def make_event(station="ST001", **fields) -> dict:
     return {k: v for k, v in event.items() if v is not ...}
 
 
+def key_client(scope: str, **kwargs):
+    """A DRF test client presenting a new API key of `scope` (ApiKey.issue's arguments:
+    all_stations=True, stations=[...])."""
+    from rest_framework.test import APIClient
+
+    from access.models import ApiKey
+
+    _, key = ApiKey.issue(name=f"test {scope}", scope=scope, **kwargs)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
 @pytest.fixture(autouse=True)
 def default_fault_rules(request):
     """The fault rules' defaults in every test database. A migration installs them, but

@@ -5,9 +5,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from access.models import ApiKey, StationAccess
+from access.models import StationAccess
 from stations.models import Station
-from tests.conftest import make_event
+from tests.conftest import key_client, make_event
 
 pytestmark = pytest.mark.django_db
 
@@ -17,16 +17,9 @@ def stations():
     call_command("demo_data", stations=3, stdout=open("/dev/null", "w"))  # noqa: SIM115
 
 
-def _key_client(scope: str, **kwargs) -> APIClient:
-    _, key = ApiKey.issue(name=f"test {scope}", scope=scope, **kwargs)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    return client
-
-
 @pytest.fixture
 def post(django_capture_on_commit_callbacks):
-    client = _key_client("ingest", all_stations=True)
+    client = key_client("ingest", all_stations=True)
 
     def do(*events):
         with django_capture_on_commit_callbacks(execute=True):
@@ -37,7 +30,7 @@ def post(django_capture_on_commit_callbacks):
 
 
 def _fault_id(station: str, fault_type: str) -> str:
-    reader = _key_client("subscribe", all_stations=True)
+    reader = key_client("subscribe", all_stations=True)
     faults = reader.get(f"/api/stations/{station}/state").json()["faults"]
     return next(f["id"] for f in faults if f["faultType"] == fault_type)
 
@@ -52,13 +45,13 @@ def test_it_counts_unresolved_critical_and_error_faults_and_the_unacknowledged(p
         make_event("ST002", faultType="REMOTE_ERROR", boxId="ST002-B2"),
         make_event("ST002", faultType="OverVoltage", boxId="ST002-B2"),
     )
-    operator = _key_client("operate", all_stations=True)
+    operator = key_client("operate", all_stations=True)
     response = operator.post(f"/api/faults/{_fault_id('ST002', 'OverVoltage')}/resolve")
     assert response.status_code == 200, response.content
     response = operator.post(f"/api/faults/{_fault_id('ST001', 'SYSTEM_ERROR')}/acknowledge")
     assert response.status_code == 200, response.content
 
-    response = _key_client("subscribe", all_stations=True).get("/api/fault-counts")
+    response = key_client("subscribe", all_stations=True).get("/api/fault-counts")
 
     assert response.status_code == 200, response.content
     assert response.json() == {
@@ -82,7 +75,7 @@ def test_it_counts_only_the_stations_the_caller_may_read(post):
     assert response.json() == {
         "stations": {"ST002": {"critical": 0, "error": 1, "unacknowledged": 1}}
     }
-    key = _key_client("subscribe", stations=[Station.objects.get(code="ST003")])
+    key = key_client("subscribe", stations=[Station.objects.get(code="ST003")])
     assert key.get("/api/fault-counts").json() == {"stations": {}}
 
 

@@ -9,12 +9,11 @@ import json
 
 import pytest
 from django.core.management import call_command
-from rest_framework.test import APIClient
 
 from faults.models import EventRule, Fault, SeverityRule
 from notifications.models import LogEntry, Notification
 from stations.models import Station
-from tests.conftest import make_event
+from tests.conftest import key_client, make_event
 
 pytestmark = pytest.mark.django_db
 
@@ -38,18 +37,9 @@ def frames(monkeypatch):
     return calls
 
 
-def _client(scope: str, **kwargs) -> APIClient:
-    from access.models import ApiKey
-
-    _, key = ApiKey.issue(name=f"test {scope}", scope=scope, **kwargs)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    return client
-
-
 @pytest.fixture
 def post(django_capture_on_commit_callbacks):
-    client = _client("ingest", all_stations=True)
+    client = key_client("ingest", all_stations=True)
 
     def do(*events):
         body = list(events) if len(events) > 1 else events[0]
@@ -63,12 +53,12 @@ def post(django_capture_on_commit_callbacks):
 
 @pytest.fixture
 def reader():
-    return _client("subscribe", all_stations=True)
+    return key_client("subscribe", all_stations=True)
 
 
 @pytest.fixture
 def operator(django_capture_on_commit_callbacks):
-    client = _client("operate", all_stations=True)
+    client = key_client("operate", all_stations=True)
 
     def do(fault_id, action, body=None):
         with django_capture_on_commit_callbacks(execute=True):
@@ -347,7 +337,7 @@ def test_the_notification_then_status_then_fault(post, frames):
 
 
 def test_a_bad_severity_status_or_cleared_is_a_400_naming_the_field():
-    client = _client("ingest", all_stations=True)
+    client = key_client("ingest", all_stations=True)
     for field, value in [("severity", "urgent"), ("status", "Broken"), ("cleared", "yes")]:
         response = client.post("/api/event", fault_event(**{field: value}), format="json")
         assert response.status_code == 400
