@@ -1,4 +1,6 @@
-"""Identifying the caller of a stream (async: streams are served outside threads).
+"""Identifying the caller of a stream. Runs with the rest of the stream's opening on
+the stream database threads (notifications/streams/door.py), so its queries cost no
+hop of their own.
 
 In order: an API key (Authorization: Bearer, or X-Api-Key) for fetch-based clients,
 a short-lived signed ?token= for EventSource clients that cannot send headers, and
@@ -6,9 +8,16 @@ the session cookie of a logged-in user (the dashboard).
 """
 
 from access.models import ApiKey
-from access.policy import READING_SCOPES, Principal, find_key, key_from_headers, note_key_used
+from access.policy import (
+    READING_SCOPES,
+    Principal,
+    StationSet,
+    find_key,
+    key_from_headers,
+    key_stations,
+    note_key_used,
+)
 from access.tokens import read_stream_token
-from cgm.db_pool import run_db
 
 
 class StreamAuthError(Exception):
@@ -24,27 +33,30 @@ def _active_key(raw: str) -> ApiKey | None:
     return api_key
 
 
-async def stream_principal(request) -> Principal:
+def stream_principal(request) -> tuple[Principal, StationSet | None]:
+    """The caller, and for an API key the stations it may read, taken from the key row
+    just read (no second query for it). None for the others: readable_stations() then
+    reads them."""
     raw_key = key_from_headers(request.headers)
     if raw_key:
-        api_key = await run_db(_active_key, raw_key)
+        api_key = _active_key(raw_key)
         if api_key is None:
             raise StreamAuthError(401, "Invalid or revoked API key.")
         if api_key.scope not in READING_SCOPES:
             raise StreamAuthError(
                 403, "Streams need an API key with the subscribe or operate scope."
             )
-        return Principal("key", api_key.pk)
+        return Principal("key", api_key.pk), key_stations(api_key, ApiKey.Scope.SUBSCRIBE)
 
     token = request.GET.get("token")
     if token:
-        principal = await run_db(read_stream_token, token)
+        principal = read_stream_token(token)
         if principal is None:
             raise StreamAuthError(401, "Invalid, expired or ended stream token.")
-        return principal
+        return principal, None
 
-    user = await request.auser()
+    user = request.user
     if user.is_authenticated:
         # Bound to this login session: its logout ends the stream (access/revocation.py).
-        return Principal("user", user.pk, session_key=request.session.session_key or "")
+        return Principal("user", user.pk, session_key=request.session.session_key or ""), None
     raise StreamAuthError(401, "Log in, or send a subscribe API key or a stream token.")

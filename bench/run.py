@@ -203,7 +203,9 @@ class EmbeddedStack(Stack):
 class MultiStack(Stack):
     """PostgreSQL + Redis + scripts/run_multi.py (workers sharing one socket)."""
 
-    def __init__(self, workdir: Path, stations: int, workers: int = 2, with_launcher=True):
+    def __init__(
+        self, workdir: Path, stations: int, workers: int = 2, port: int = 0, env: dict | None = None
+    ):
         self.db_name = create_pg_database()
         self.database = prepare_database(pg_url(self.db_name), stations=stations)
         self.redis = RedisServer().start()
@@ -219,9 +221,10 @@ class MultiStack(Stack):
             "SECRET_KEY": "bench-secret",
             "ALLOWED_HOSTS": "127.0.0.1",
             "CGM_ALLOW_PLAIN_HTTP": "1",
+            **(env or {}),
         }
         self.proxy_pids = []
-        self.port = free_port()
+        self.port = port or free_port()
         self.launcher = subprocess.Popen(
             [
                 sys.executable,
@@ -288,32 +291,23 @@ class NoopStack(Stack):
         return "0 (no database)"
 
 
-class PushpinStack(Stack):
-    """PostgreSQL, Pushpin holding the streams, 2 Daphne workers answering GRIP."""
+class PushpinStack(MultiStack):
+    """PostgreSQL, Pushpin holding the streams, in front of the multi size's Daphne
+    workers on one port. Not one origin per worker: Pushpin sends every request to its
+    first origin and tries the next only when that one fails (proxysession.cpp), so
+    with two origins the second worker sat idle."""
 
     def __init__(self, workdir: Path, stations: int):
-        self.db_name = create_pg_database()
-        database = prepare_database(pg_url(self.db_name), stations=stations)
-        self.ingest_key, self.subscribe_key = database.ingest_key, database.subscribe_key
-        ports = [free_port(), free_port()]
-        self.pushpin = PushpinServer(workdir, origins=ports)
-        env = {**SERVER_ENV, "GRIP_URL": self.pushpin.grip_url}
-        self.servers = []
-        for port in ports:
-            server = DaphneServer(workdir, env=env, database=database, daphne_args=QUIET)
-            server.port = port
-            self.servers.append(server.start())
+        port = free_port()
+        self.pushpin = PushpinServer(workdir, origins=[port])
+        super().__init__(workdir, stations, port=port, env={"GRIP_URL": self.pushpin.grip_url})
         self.pushpin.start(probe_headers={"Authorization": f"Bearer {self.subscribe_key}"})
         self.client_port = self.pushpin.port
-        self.ingest_port = ports[0]
-        self.django_pids = [s.pid for s in self.servers]
         self.proxy_pids = [self.pushpin.process.pid]
 
     def stop(self):
         self.pushpin.stop()
-        for server in self.servers:
-            server.stop()
-        drop_pg_database(self.db_name)
+        super().stop()
 
 
 def wait_for_port(port: int, timeout: float = 30):

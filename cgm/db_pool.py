@@ -27,12 +27,25 @@ def _call(fn, args):
     try:
         return fn(*args)
     except Exception as exc:
-        db_health.failed(exc)
-        with suppress(Exception):  # already failing: the original error is what matters
-            connection.close()
+        after_failure(exc)
         raise
+
+
+def after_failure(exc: Exception) -> None:
+    """On a database thread, after a call failed: open the breaker if the database is
+    away, and drop the thread's connection (it may be broken)."""
+    db_health.failed(exc)
+    with suppress(Exception):  # already failing: the original error is what matters
+        connection.close()
 
 
 async def run_db(fn, *args):
     """await fn(*args), run on the shared database threads."""
-    return await asyncio.get_running_loop().run_in_executor(_pool, _call, fn, args)
+    return await run_on_db_threads(_call, fn, args)
+
+
+async def run_on_db_threads(fn, *args):
+    """await fn(*args) on the shared database threads, as it is: for a caller that
+    answers failures itself (db_health.check() first, after_failure() on an error), as
+    the stream door's middleware chain does."""
+    return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)

@@ -18,6 +18,13 @@ from notifications.models import Notification
 
 NOTIFICATION_EVENT = "notification"  # the SSE event name of a notification's frame
 
+# What an idle stream sends every CGM_SSE_HEARTBEAT_SECONDS, in-process or behind
+# Pushpin: a comment line (keeps proxies from idling out; invisible to clients), or for
+# ?heartbeat=1 a named event without an id, which EventSource delivers to the page (so
+# it can tell a stalled connection) and which never moves the client's Last-Event-ID.
+KEEPALIVE_COMMENT = ": keep-alive\n\n"
+HEARTBEAT_FRAME = "event: heartbeat\ndata: {}\n\n"
+
 
 def station_channel(station_code: str) -> str:
     # The channel is the station code itself, so the stream cursor ("ST001:42") reads

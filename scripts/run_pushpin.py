@@ -58,7 +58,14 @@ def grip_url(offset: int, key: str, address: str = "127.0.0.1") -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--origin", action="append", required=True, help="host:port of Daphne")
+    parser.add_argument(
+        "--origin",
+        action="append",
+        required=True,
+        help="host:port of Django. Repeated: a fallback, not a balance (Pushpin sends every "
+        "request to the first that answers); spread load with workers on one port "
+        "(scripts/run_multi.py) or a load balancer as the one origin",
+    )
     parser.add_argument("--port", type=int, default=7999, help="client-facing HTTP port")
     parser.add_argument("--port-offset", type=int, default=0, help="shift Pushpin's own ports")
     parser.add_argument("--key", default=os.environ.get("CGM_GRIP_KEY"), help="signing key")

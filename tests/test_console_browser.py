@@ -692,7 +692,7 @@ def test_a_stream_reset_never_lets_the_reload_roll_back_newer_live_changes(
     assert cursor(page) == "ST001:4"  # 1 (kept); the live event's notification, status, fault
 
 
-# The page's stream without ?heartbeat=1: a server (or Pushpin, for now) that sends only
+# The page's stream without ?heartbeat=1: a server (an older one) that sends only
 # comment lines, which EventSource hides.
 NO_HEARTBEATS = """
 const RealEventSource = window.EventSource;

@@ -247,3 +247,51 @@ def test_only_pushpin_may_follow_a_next_link(pushpin_stack):
     forged = httpx.get(f"{pushpin.url}/api/sse/next/forged:sig/")
     assert forged.status_code == 400
     assert "Invalid next link" in forged.text
+
+
+def test_heartbeat_1_behind_pushpin_sends_heartbeat_events_also_after_its_next_link(tmp_path):
+    # The console opens with ?heartbeat=1 to judge silence: behind Pushpin too.
+    from tests.server import free_port
+
+    port = free_port()
+    pushpin = PushpinServer(tmp_path, origins=[port], log_level=3)
+    server = DaphneServer(
+        tmp_path, env={"GRIP_URL": pushpin.grip_url, "CGM_SSE_HEARTBEAT_SECONDS": "1"}
+    )
+    server.port = port
+    server.start()
+    try:
+        pushpin.start(probe_headers=server.reader_headers)
+        server.post(make_event(A))
+        stream = SSEStream(
+            f"{pushpin.url}/api/sse/stations/{A}/?heartbeat=1",
+            headers={**server.reader_headers, "Last-Event-ID": f"{A}:0"},
+        )
+        frames = [stream.next() for _ in range(4)]
+        # The replay, then one heartbeat at once, without an id (Last-Event-ID stays).
+        assert [(f.event, f.id) for f in frames] == [
+            ("stream-open", f"{A}:0"),
+            ("notification", f"{A}:1"),
+            ("fault", f"{A}:2"),
+            ("heartbeat", None),
+        ]
+        # Pushpin calls the stream's next link a second after it subscribed; its answer
+        # sets the keep-alive again: still heartbeat events, never comment lines.
+        deadline = time.monotonic() + 10
+        while not next_link_calls(pushpin):
+            assert time.monotonic() < deadline, "Pushpin did not call the next link"
+            time.sleep(0.1)
+        assert "/next/" in next_link_calls(pushpin)[0]
+        later = [stream.next(timeout=3) for _ in range(3)]
+        assert [(f.event, f.id, f.data) for f in later] == [("heartbeat", None, "{}")] * 3
+        assert stream.comments == []
+
+        # Without ?heartbeat=1: comment lines, as before, and no heartbeat events.
+        plain = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers=server.reader_headers)
+        plain.next_of("stream-open")
+        time.sleep(2.5)
+        assert plain.quiet("heartbeat", 0.1) == []
+        assert plain.comments and all(c.startswith(":") for c in plain.comments)
+    finally:
+        pushpin.stop()
+        server.stop()

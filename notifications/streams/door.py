@@ -4,7 +4,14 @@ cgm/asgi.py sends every request under /api/sse/ here (dashboards with their sess
 fetch clients with a key, EventSource with ?token=, cross-origin pages, Pushpin's signed
 requests). The door runs the stream view (view.py) through Django's security, CORS,
 session and authentication middleware (and django_grip's when Pushpin is configured),
-outside Django's per-request thread context: cgm/doors.py says why. An error, or
+outside Django's per-request thread context: cgm/doors.py says why.
+
+Opening a stream is sync work from end to end: the caller's credentials, its access,
+the stations' log positions, behind Pushpin the replay and the hold instruction. So
+the middleware chain and the view run as one sync call on the stream database threads
+(cgm/db_pool.py): one trip off the event loop per open. Run as an async chain, each
+sync middleware hook and each query was a trip of its own, the hooks all through
+asgiref's one shared thread: a reconnect storm queued there. An error, or
 Pushpin's hold instruction, is sent as the view made it; an open stream is carried here,
 frame by frame, and the request is let go while it is open. One small task per stream
 waits for the client to leave.
@@ -16,6 +23,7 @@ import logging
 from django.conf import settings
 from django.urls import Resolver404, resolve
 
+from cgm.db_pool import run_on_db_threads
 from cgm.doors import django_request, host_refusal, middleware_chain, response_start, send_response
 from cgm.failpoints import failpoint
 from notifications.streams import view
@@ -40,17 +48,27 @@ def serves(scope) -> bool:
     return scope["type"] == "http" and scope["path"].startswith(STREAM_PREFIX)
 
 
-async def _view(request):
+def _view(request):
     try:
         match = resolve(request.path_info)
     except Resolver404:
         match = None
     if match is None or match.func is not view.station_stream:
         return view.not_found(request)
-    return await view.station_stream(request, *match.args, **match.kwargs)
+    return view.station_stream(request, *match.args, **match.kwargs)
 
 
-_handler = middleware_chain(_view, MIDDLEWARE)
+_handler = middleware_chain(_view, MIDDLEWARE)  # a sync chain: the view is sync
+
+
+async def _open(request):
+    try:
+        # The view answers its own failures (a 503 that still passes the middleware);
+        # this is for a failure in the middleware itself.
+        return await run_on_db_threads(_handler, request)
+    except Exception as exc:
+        logger.exception("opening a stream failed")
+        return view.open_failed(exc)
 
 
 async def stream_app(scope, receive, send):
@@ -59,7 +77,7 @@ async def stream_app(scope, receive, send):
     if refusal is not None:
         await send_response(send, refusal)
         return
-    response = await _handler(request)
+    response = await _open(request)
     # Break the request's reference cycles (request.user's closure refers back to the
     # request) so it is freed now rather than at a full garbage collection.
     request.__dict__.clear()

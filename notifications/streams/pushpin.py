@@ -40,30 +40,36 @@ from gripcontrol import Channel
 from access.policy import Principal
 from notifications.log import LogPosition, log_entries_after
 from notifications.push.pushpin import channel_name, principal_channel
-from notifications.wire import format_cursor, sse_frame
+from notifications.wire import HEARTBEAT_FRAME, KEEPALIVE_COMMENT, format_cursor, sse_frame
 
 NEXT_LINK_SALT = "cgm.grip-next-link"
 
 
-def next_link_token(principal: Principal) -> str:
-    """The caller, signed for the next link's path. No timestamp: every stream of one
-    caller gets the same link (see above). It is accepted only in requests Pushpin
-    signed (Grip-Sig), and the caller's access is checked on every use."""
+def next_link_token(principal: Principal, heartbeat: bool) -> str:
+    """The caller, signed for the next link's path, with whether its stream asked for
+    heartbeat events (the answer to the link sets the keep-alive again). No timestamp:
+    every such stream of one caller gets the same link (see above). It is accepted only
+    in requests Pushpin signed (Grip-Sig), and the caller's access is checked on every
+    use."""
     meta = {
         "k": principal.kind,
         "i": principal.id,
         "s": principal.session_key,
         "g": principal.grant,
     }
+    if heartbeat:
+        meta["h"] = 1
     return signing.Signer(salt=NEXT_LINK_SALT).sign_object(meta)
 
 
-def next_link_principal(token: str) -> Principal | None:
+def next_link_caller(token: str) -> tuple[Principal, bool] | None:
+    """The caller and its heartbeat choice from a next link's token; None if forged."""
     try:
         data = signing.Signer(salt=NEXT_LINK_SALT).unsign_object(token)
     except signing.BadSignature:
         return None
-    return Principal(data["k"], data["i"], data.get("s", ""), data.get("g"))
+    principal = Principal(data["k"], data["i"], data.get("s", ""), data.get("g"))
+    return principal, bool(data.get("h"))
 
 
 def grip_last_cursor(request) -> dict[str, int]:
@@ -89,17 +95,29 @@ def grip_response(
     last: dict[str, int],
     opening: str,
     principal: Principal,
+    heartbeat: bool,
 ) -> HttpResponse:
-    """Body (opening frames, replay) plus the hold instruction. Runs in a DB thread."""
+    """Body (opening frames, replay) plus the hold instruction. Runs on a database
+    thread, with the rest of the opening."""
     page = settings.CGM_SSE_REPLAY_PAGE
-    after = {positions[code].station_id: (code, last[code]) for code in codes}
-    entries = log_entries_after(after, page)
+    # Only stations the client is behind on: a client at the head (most reconnects)
+    # costs no read of the log.
+    after = {
+        positions[code].station_id: (code, last[code])
+        for code in codes
+        if last[code] < positions[code].last_seq
+    }
+    entries = log_entries_after(after, page) if after else []
     more = len(entries) >= page
     body = [opening]
     for entry in entries:
         if entry.seq > last[entry.station_code]:
             last[entry.station_code] = entry.seq
             body.append(sse_frame(entry.kind, entry.data, format_cursor(last)))
+    if heartbeat and not more:
+        # As on the direct path: one heartbeat once the replay is done, so the client
+        # knows from the start that they arrive.
+        body.append(HEARTBEAT_FRAME)
 
     response = HttpResponse(_escape("".join(body)), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -109,7 +127,7 @@ def grip_response(
     # Pushpin also fetches the next link every `timeout` seconds as a safety net (120 s
     # by default): with tens of thousands of streams that is steady load for nothing,
     # since a gap already triggers a recovery fetch.
-    token = next_link_token(principal)
+    token = next_link_token(principal, heartbeat)
     # A replay cut at a page: Pushpin fetches the rest at once, without Grip-Last (it
     # holds no channel yet), so the cursor goes in the path, where Pushpin's sharing of
     # identical calls sees it too.
@@ -128,5 +146,9 @@ def grip_response(
     instruct.meta["id_format"] = ",".join(
         f"{_escape(quote(code))}:%({channel_name(code)})s" for code in codes
     )
-    instruct.set_keep_alive(": keep-alive\n\n", settings.CGM_SSE_HEARTBEAT_SECONDS)
+    # Pushpin sends this whenever the stream has been idle that long: a comment line, or
+    # for ?heartbeat=1 the heartbeat event (EventSource hides comments from the page).
+    instruct.set_keep_alive(
+        HEARTBEAT_FRAME if heartbeat else KEEPALIVE_COMMENT, settings.CGM_SSE_HEARTBEAT_SECONDS
+    )
     return response

@@ -25,7 +25,8 @@ from django.http import HttpResponse, StreamingHttpResponse
 from access.policy import Principal
 from access.revocation import watcher
 from access.stream_auth import StreamAuthError, stream_principal
-from cgm.db_pool import run_db
+from cgm import db_health
+from cgm.db_pool import after_failure, run_db
 from cgm.failpoints import failpoint
 from notifications.errors import ApiError, error_response
 from notifications.log import LogPosition, log_entries_after, log_positions
@@ -33,8 +34,10 @@ from notifications.push.local import Listener, local_channels
 from notifications.push.redis_fanout import subscriber
 from notifications.streams.channels import forbidden_stations
 from notifications.streams.keepalive import keepalive
-from notifications.streams.pushpin import grip_last_cursor, grip_response, next_link_principal
+from notifications.streams.pushpin import grip_last_cursor, grip_response, next_link_caller
 from notifications.wire import (
+    HEARTBEAT_FRAME,
+    KEEPALIVE_COMMENT,
     CursorError,
     cursor_from_request,
     format_cursor,
@@ -61,27 +64,35 @@ def _requested_codes(request, station: str | None) -> list[str]:
     return list(dict.fromkeys(split))
 
 
-async def station_stream(
+def station_stream(
     request, station: str | None = None, caller: str | None = None, after: str | None = None
 ):
+    """Opens a stream. Runs on the stream database threads, middleware and all (door.py
+    says why): its queries share one trip to those threads."""
     if request.method not in ("GET", "HEAD"):
         response = _error(405, "method_not_allowed", f"Method {request.method} not allowed.")
         response["Allow"] = "GET, HEAD"
         return response
     try:
+        db_health.check()  # fail at once while the database is known to be away
         failpoint("stream.open")
-        return await _open_stream(request, station, caller, after)
+        return _open_stream(request, station, caller, after)
     except Exception as exc:
-        # A clear, documented answer rather than a 500 (the database did not answer, or
-        # anything else failed while opening): nothing was sent yet, so the client
-        # simply opens again with the same cursor.
         logger.exception("opening a stream failed")
-        if isinstance(exc, DatabaseError):
-            return _error(503, "unavailable", "The database did not answer; retry shortly.")
-        return _error(503, "unavailable", "The stream could not open; retry shortly.")
+        after_failure(exc)
+        return open_failed(exc)
 
 
-async def _open_stream(request, station: str | None, caller: str | None, after: str | None):
+def open_failed(exc: Exception):
+    """A clear, documented answer rather than a 500 (the database did not answer, or
+    anything else failed while opening): nothing was sent yet, so the client simply
+    opens again with the same cursor."""
+    if isinstance(exc, DatabaseError):
+        return _error(503, "unavailable", "The database did not answer; retry shortly.")
+    return _error(503, "unavailable", "The stream could not open; retry shortly.")
+
+
+def _open_stream(request, station: str | None, caller: str | None, after: str | None):
     grip = getattr(request, "grip", None)
     behind_pushpin = bool(grip and grip.proxied)
     # Pushpin following its next link for a stream it holds: the caller is in the path,
@@ -90,12 +101,17 @@ async def _open_stream(request, station: str | None, caller: str | None, after: 
     next_link = caller is not None
     principal = None
     cursor = {}
+    # Opt-in (the console asks for it): a client that can't see ": comments" (EventSource)
+    # learns that a connection which stalled without closing is dead. Pushpin's next link
+    # carries the choice in its path.
+    heartbeat = request.GET.get("heartbeat") == "1"
     if next_link:
         if not behind_pushpin:
             return not_found(request)
-        principal = next_link_principal(caller)
-        if principal is None:
+        next_caller = next_link_caller(caller)
+        if next_caller is None:
             return _error(400, "invalid", "Invalid next link.")
+        principal, heartbeat = next_caller
         try:
             cursor = parse_cursor(after) if after else grip_last_cursor(request)
         except CursorError as exc:
@@ -121,15 +137,19 @@ async def _open_stream(request, station: str | None, caller: str | None, after: 
         except CursorError as exc:
             return _error(400, "invalid", "Malformed cursor.", {"Last-Event-ID": [str(exc)]})
 
+    readable = None
     if principal is None:
         try:
-            principal = await stream_principal(request)
+            principal, readable = stream_principal(request)
         except StreamAuthError as exc:
             if exc.status == 403:
                 return _error(403, "forbidden", str(exc))
             return _error(401, "unauthenticated", str(exc))
     # Checked before existence: a caller learns nothing about stations it may not read.
-    forbidden = await run_db(forbidden_stations, principal, codes)
+    if readable is not None:
+        forbidden = readable.forbidden(codes)
+    else:
+        forbidden = forbidden_stations(principal, codes)
     if forbidden and next_link:
         # Access was taken away while Pushpin held the stream: end it with a reason.
         return HttpResponse(_forbidden_frame(forbidden), content_type="text/event-stream")
@@ -138,7 +158,7 @@ async def _open_stream(request, station: str | None, caller: str | None, after: 
             403, "forbidden", "Not allowed to read these stations.", {"station": forbidden}
         )
 
-    positions = await run_db(log_positions, codes)
+    positions = log_positions(codes)
     missing = [code for code in codes if code not in positions]
     if missing:
         return _error(404, "not_found", "Unknown station.", {"station": missing})
@@ -146,20 +166,16 @@ async def _open_stream(request, station: str | None, caller: str | None, after: 
     if behind_pushpin:
         last, reset = resume_point(codes, positions, cursor)
         opening = "" if next_link else opening_frames(codes, last, reset)
-        return await run_db(
-            lambda: grip_response(
-                request,
-                codes=codes,
-                positions=positions,
-                last=last,
-                opening=opening,
-                principal=principal,
-            )
+        return grip_response(
+            request,
+            codes=codes,
+            positions=positions,
+            last=last,
+            opening=opening,
+            principal=principal,
+            heartbeat=heartbeat,
         )
 
-    # Opt-in (the console asks for it): a client that can't see ": comments" (EventSource)
-    # learns that a connection which stalled without closing is dead.
-    heartbeat = request.GET.get("heartbeat") == "1"
     notification_stream = NotificationStream(codes, cursor, principal, heartbeat)
     frames = notification_stream.events()
     response = StreamingHttpResponse(frames, content_type="text/event-stream")
@@ -197,11 +213,6 @@ def resume_point(
             last[code] = sent
     return last, reset
 
-
-# A named event without an id: EventSource delivers it to the page, and it never moves
-# the client's Last-Event-ID.
-HEARTBEAT_FRAME = "event: heartbeat\ndata: {}\n\n"
-KEEPALIVE_COMMENT = ": keep-alive\n\n"
 
 
 def opening_frames(codes: list[str], last: dict[str, int], reset: dict[str, str]) -> str:

@@ -185,7 +185,7 @@
     this.source = source;
     var silentMs = SILENT_INTERVALS * this.config.heartbeatSeconds * 1000;
     // A server that sends heartbeats sends one right after stream-open. One that opened
-    // the stream and sent none (behind Pushpin, for now) can't be judged by its silence.
+    // the stream and sent none (one that ignores heartbeat=1) can't be judged by its silence.
     var heard = { open: false, heartbeat: false };
 
     // Any frame proves the connection alive; silence past silentMs means it stalled.
