@@ -138,25 +138,33 @@ class Stats:
     errors: dict = field(default_factory=dict)  # status -> the first error body seen
 
 
-# The console's reconnect delays (static/console/stream.js BACKOFF_MS), in seconds.
+# The console's reconnect delays (static/console/stream.js BACKOFF_MS), in seconds: it
+# then keeps trying every 10 s for as long as the page is open.
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 10.0)
+GIVE_UP_AFTER = 180.0  # the bench's own limit: a stream still not open then has failed
 
 
 async def open_subscriber(port: int, sub: Subscriber, stats: Stats, timeout: float = 30) -> bool:
     """Open the stream as the console does: an open that fails with a 5xx or 429 answer,
     or a connection that drops before stream-open, is tried again after the console's
-    backoff, from the last id seen; a 4xx (refused) is not. Each retry is counted in
-    stats.open_retries; False once all of them failed."""
-    for delay in BACKOFF:
+    backoff, from the last id seen, and again every 10 s after that; a 4xx (refused) is
+    not. Each retry is counted in stats.open_retries; False when still not open after
+    GIVE_UP_AFTER seconds."""
+    give_up = time.monotonic() + GIVE_UP_AFTER
+    attempt = 0
+    while True:
         if await _open_once(port, sub, stats, timeout):
             return True
         status = sub.failed.split(" ")[1] if sub.failed.startswith("HTTP/") else ""
         if status.startswith("4") and status != "429":
             return False
+        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        attempt += 1
+        if time.monotonic() + delay > give_up:
+            return False
         stats.open_retries += 1
         await asyncio.sleep(delay)
         sub.failed = None
-    return await _open_once(port, sub, stats, timeout)
 
 
 async def _open_once(port: int, sub: Subscriber, stats: Stats, timeout: float) -> bool:

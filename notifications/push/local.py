@@ -15,6 +15,7 @@ is marked `overflow`: its stream re-reads the log, so nothing is lost, only defe
 """
 
 import asyncio
+import threading
 
 from django.conf import settings
 
@@ -85,6 +86,23 @@ class LocalChannels:
     def __init__(self):
         self._by_channel: dict[str, set[Listener]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The highest seq handed to deliver() per channel, listened to or not: a stream
+        # that read its positions before it listened compares them with this (newest()).
+        self._newest: dict[str, int] = {}
+        # This process's publisher and the Redis subscriber both deliver: without it,
+        # one could write back a lower seq than the other just noted.
+        self._newest_lock = threading.Lock()
+
+    def newest(self, channel: str) -> int:
+        """The highest seq of `channel` this process was asked to deliver (0: none).
+
+        A stream reads its stations' positions, then listens (add()). An event
+        committed in between either reached deliver() before the listener was added,
+        and then counts here, or after, and then reaches the listener: a stream whose
+        position is below this after add() has missed something and reads the log.
+        (deliver() notes the seq before it looks for listeners; both run under the GIL.)
+        """
+        return self._newest.get(channel, 0)
 
     def add(self, listener: Listener) -> None:
         """Called on the event loop (the stream's own coroutine)."""
@@ -103,6 +121,11 @@ class LocalChannels:
     def deliver(self, events: list[LiveEvent]) -> None:
         """Queue events, in order, for this process's streams. Any thread."""
         loop = self._loop
+        newest = self._newest
+        with self._newest_lock:
+            for event in events:
+                if event.id is not None and event.id > newest.get(event.channel, 0):
+                    newest[event.channel] = event.id
         # Membership tests from another thread: a dict lookup is atomic, and an answer a
         # moment stale only means a listener that was leaving, or that reads the log
         # when it opens anyway.

@@ -8,8 +8,11 @@ and reads the log in a small shared thread pool, so threads and DB connections s
 bounded however many streams are open. Who may read a station is the channel manager's
 answer (channels.py). The stream door (door.py) runs this view and carries the stream.
 
-A stream's life: register a listener, read the stations' log positions, send the
-cursor, replay from the client's cursor if it sent one, then forward live events.
+A stream's life: read the stations' log positions (with the caller's access, in the
+one trip of the open to the database threads: door.py), register a listener, send the
+cursor, replay from the client's cursor if it sent one, then forward live events. An
+event committed between the read and the listening is caught by
+local_channels.newest() and read from the log.
 Live events are checked against the cursor: one already sent is skipped, one that
 skips ahead (a publish overtaken by a later one, or a listener overflow) makes the
 stream read the missing entries from the log. Nothing missed, nothing twice.
@@ -176,7 +179,7 @@ def _open_stream(request, station: str | None, caller: str | None, after: str | 
             heartbeat=heartbeat,
         )
 
-    notification_stream = NotificationStream(codes, cursor, principal, heartbeat)
+    notification_stream = NotificationStream(codes, cursor, positions, principal, heartbeat)
     frames = notification_stream.events()
     response = StreamingHttpResponse(frames, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -214,7 +217,6 @@ def resume_point(
     return last, reset
 
 
-
 def opening_frames(codes: list[str], last: dict[str, int], reset: dict[str, str]) -> str:
     cursor = format_cursor(last)
     # The cursor goes out with the first bytes, so a client that drops before any
@@ -237,9 +239,10 @@ class NotificationStream:
     __slots__ = (
         "codes",
         "principal",
-        "client_cursor",
         "last",
         "station_ids",
+        "opening",
+        "behind",
         "listener",
         "closed",
         "ping",
@@ -251,14 +254,17 @@ class NotificationStream:
         self,
         codes: list[str],
         client_cursor: dict[str, int],
+        positions: dict[str, LogPosition],
         principal: Principal,
         heartbeat: bool = False,
     ):
         self.codes = codes
         self.principal = principal
-        self.client_cursor = client_cursor
-        self.last: dict[str, int] = {}
-        self.station_ids: dict[str, int] = {}
+        self.station_ids = {code: positions[code].station_id for code in codes}
+        self.last, reset = resume_point(codes, positions, client_cursor)
+        self.opening = opening_frames(codes, self.last, reset)
+        # Stations whose log holds more than the client has: replayed first.
+        self.behind = {code for code in codes if self.last[code] < positions[code].last_seq}
         self.listener = Listener(set(codes))
         self.closed = False
         # With heartbeat=1, one heartbeat goes out as soon as the replay is done (pings
@@ -283,20 +289,20 @@ class NotificationStream:
 
     async def events(self):
         listener = self.listener
-        # Listen before reading positions: an event committed in between is then
-        # either in the positions read (and skipped when it arrives) or after them.
+        # The positions were read when the stream opened, before this listens: an event
+        # committed in between was either handed to this process's channels before
+        # (newest() says so: read it from the log) or reaches the listener.
         local_channels.add(listener)
         subscriber.ensure_started()
-
         watch = watcher.watch(self.principal, self.codes, self.kick)
         keepalive.add(self)
         try:
-            positions = await run_db(log_positions, self.codes)
-            opening = self._opening(positions)
-            behind = {code for code in self.codes if self.last[code] < positions[code].last_seq}
+            behind = self.behind
+            behind.update(
+                code for code in self.codes if local_channels.newest(code) > self.last[code]
+            )
             # An open stream may idle for hours: keep nothing it no longer needs.
-            del positions
-            self.client_cursor = None
+            opening, self.opening, self.behind = self.opening, None, None
             yield opening
             del opening
             while not self.closed:
@@ -329,11 +335,6 @@ class NotificationStream:
             keepalive.discard(self)
             watcher.unwatch(watch)
             local_channels.remove(listener)
-
-    def _opening(self, positions: dict[str, LogPosition]) -> str:
-        self.station_ids = {code: positions[code].station_id for code in self.codes}
-        self.last, reset = resume_point(self.codes, positions, self.client_cursor)
-        return opening_frames(self.codes, self.last, reset)
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
         failpoint("stream.catch_up")

@@ -1,0 +1,71 @@
+"""A direct stream reads its stations' positions when it opens, and listens only after
+(notifications/streams/view.py, NotificationStream): an event committed in between must still reach it.
+
+The race is set up by hand: positions read at seq 5, then seq 6 committed and handed to
+this process's channels before the stream listens. Without local_channels.newest() the
+stream would wait for the next event of the station, however long that takes.
+"""
+
+import asyncio
+
+import pytest
+
+from access.policy import Principal
+from notifications.log import log_positions
+from notifications.models import LogEntry
+from notifications.push.local import LiveEvent, local_channels
+from notifications.streams.view import NotificationStream
+from stations.models import Station
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the stream reads on its own threads
+
+
+def _entry(station, seq):
+    return LogEntry(station=station, seq=seq, kind="status", data=f'{{"n": {seq}}}')
+
+
+async def _frames(stream, count, timeout=3.0):
+    frames = stream.events()
+    try:
+        return [await asyncio.wait_for(anext(frames), timeout) for _ in range(count)]
+    finally:
+        await frames.aclose()
+
+
+@pytest.mark.parametrize("handed_over", [True, False], ids=["published-before-listening", "not-yet"])
+def test_an_event_committed_between_the_positions_read_and_listening_is_sent(handed_over):
+    # A station code of its own per case: local_channels is the process's, and remembers.
+    code = "ST901" if handed_over else "ST902"
+    station = Station.objects.create(code=code, name="race")
+    LogEntry.objects.bulk_create([_entry(station, seq) for seq in range(1, 6)])
+    Station.objects.filter(pk=station.pk).update(log_seq=5)
+    positions = log_positions([code])  # the stream's open reads seq 5...
+    stream = NotificationStream([code], {}, positions, Principal("key", 1))
+
+    LogEntry.objects.create(station=station, seq=6, kind="status", data='{"n": 6}')
+    Station.objects.filter(pk=station.pk).update(log_seq=6)  # ...then 6 commits
+    if handed_over:
+        # ...and is published to this process before the stream listens: its listener
+        # never sees it; the stream must read it from the log.
+        local_channels.deliver([LiveEvent(code, "status", '{"n": 6}', 6)])
+        opening, caught_up = asyncio.run(_frames(stream, 2))
+        assert "event: stream-open" in opening and f"id: {code}:5" in opening
+        assert caught_up == f'event: status\nid: {code}:6\ndata: {{"n": 6}}\n\n'
+    else:
+        # Not published yet: the stream sends its opening and waits for the live event
+        # (a read of the log now would be wasted).
+        async def opening_then_live():
+            frames = stream.events()
+            try:
+                opening = await anext(frames)
+                pending = asyncio.ensure_future(anext(frames))
+                await asyncio.sleep(0.2)
+                assert not pending.done()
+                local_channels.deliver([LiveEvent(code, "status", '{"n": 6}', 6)])
+                return opening, await asyncio.wait_for(pending, 3)
+            finally:
+                await frames.aclose()
+
+        opening, live = asyncio.run(opening_then_live())
+        assert f"id: {code}:5" in opening
+        assert live == f'event: status\nid: {code}:6\ndata: {{"n": 6}}\n\n'
