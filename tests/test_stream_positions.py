@@ -1,5 +1,6 @@
 """A direct stream reads its stations' positions when it opens, and listens only after
-(notifications/streams/view.py, NotificationStream): an event committed in between must still reach it.
+(notifications/streams/view.py, NotificationStream): an event committed in between must
+still reach it.
 
 The race is set up by hand: positions read at seq 5, then seq 6 committed and handed to
 this process's channels before the stream listens. Without local_channels.newest() the
@@ -32,7 +33,9 @@ async def _frames(stream, count, timeout=3.0):
         await frames.aclose()
 
 
-@pytest.mark.parametrize("handed_over", [True, False], ids=["published-before-listening", "not-yet"])
+@pytest.mark.parametrize(
+    "handed_over", [True, False], ids=["published-before-listening", "not-yet"]
+)
 def test_an_event_committed_between_the_positions_read_and_listening_is_sent(handed_over):
     # A station code of its own per case: local_channels is the process's, and remembers.
     code = "ST901" if handed_over else "ST902"
