@@ -34,9 +34,9 @@ def _active_key(raw: str) -> ApiKey | None:
 
 
 def stream_principal(request) -> tuple[Principal, StationSet | None]:
-    """The caller, and for an API key the stations it may read, taken from the key row
-    just read (no second query for it). None for the others: readable_stations() then
-    reads them."""
+    """The caller, and for an API key the stations it may read, from the key row just
+    read (the key is not read twice; a key limited to some stations still reads
+    them). None for the others: readable_stations() then reads them."""
     raw_key = key_from_headers(request.headers)
     if raw_key:
         api_key = _active_key(raw_key)

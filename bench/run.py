@@ -295,13 +295,18 @@ class PushpinStack(MultiStack):
     """PostgreSQL, Pushpin holding the streams, in front of the multi size's Daphne
     workers on one port. Not one origin per worker: Pushpin sends every request to its
     first origin and tries the next only when that one fails (proxysession.cpp), so
-    with two origins the second worker sat idle."""
+    with two origins the second worker sat idle. The workers also publish to Redis
+    (run_multi.py requires it), as a deployment of this shape does."""
 
     def __init__(self, workdir: Path, stations: int):
         port = free_port()
         self.pushpin = PushpinServer(workdir, origins=[port])
         super().__init__(workdir, stations, port=port, env={"GRIP_URL": self.pushpin.grip_url})
-        self.pushpin.start(probe_headers={"Authorization": f"Bearer {self.subscribe_key}"})
+        try:
+            self.pushpin.start(probe_headers={"Authorization": f"Bearer {self.subscribe_key}"})
+        except BaseException:
+            super().stop()  # the workers, Redis and the database, not left running
+            raise
         self.client_port = self.pushpin.port
         self.proxy_pids = [self.pushpin.process.pid]
 

@@ -33,24 +33,36 @@ async def _frames(stream, count, timeout=3.0):
         await frames.aclose()
 
 
-@pytest.mark.parametrize(
-    "handed_over", [True, False], ids=["published-before-listening", "not-yet"]
-)
-def test_an_event_committed_between_the_positions_read_and_listening_is_sent(handed_over):
+CASES = {
+    # ...and is published to this process before the stream listens: its listener
+    # never sees it; the stream must read it from the log.
+    "published-before-listening": "ST901",
+    # ...and is lost with a Redis outage (another process committed it); Redis comes
+    # back and every stream is told to re-read the log before this one listens.
+    "catch-up-before-listening": "ST903",
+    # ...and is not published yet: the stream waits for the live event.
+    "not-yet": "ST902",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_an_event_committed_between_the_positions_read_and_listening_is_sent(case):
     # A station code of its own per case: local_channels is the process's, and remembers.
-    code = "ST901" if handed_over else "ST902"
+    code = CASES[case]
     station = Station.objects.create(code=code, name="race")
     LogEntry.objects.bulk_create([_entry(station, seq) for seq in range(1, 6)])
     Station.objects.filter(pk=station.pk).update(log_seq=5)
+    catch_ups = local_channels.catch_ups()
     positions = log_positions([code])  # the stream's open reads seq 5...
-    stream = NotificationStream([code], {}, positions, Principal("key", 1))
+    stream = NotificationStream([code], {}, positions, catch_ups, Principal("key", 1))
 
     LogEntry.objects.create(station=station, seq=6, kind="status", data='{"n": 6}')
     Station.objects.filter(pk=station.pk).update(log_seq=6)  # ...then 6 commits
-    if handed_over:
-        # ...and is published to this process before the stream listens: its listener
-        # never sees it; the stream must read it from the log.
-        local_channels.deliver([LiveEvent(code, "status", '{"n": 6}', 6)])
+    if case != "not-yet":
+        if case == "published-before-listening":
+            local_channels.deliver([LiveEvent(code, "status", '{"n": 6}', 6)])
+        else:
+            local_channels.catch_up_all()
         opening, caught_up = asyncio.run(_frames(stream, 2))
         assert "event: stream-open" in opening and f"id: {code}:5" in opening
         assert caught_up == f'event: status\nid: {code}:6\ndata: {{"n": 6}}\n\n'

@@ -92,6 +92,9 @@ class LocalChannels:
         # This process's publisher and the Redis subscriber both deliver: without it,
         # one could write back a lower seq than the other just noted.
         self._newest_lock = threading.Lock()
+        # How many times every stream was told to re-read the log (catch_up_all): a
+        # stream that read its positions before one and listened after it was not told.
+        self._catch_ups = 0
 
     def newest(self, channel: str) -> int:
         """The highest seq of `channel` this process was asked to deliver (0: none).
@@ -137,9 +140,16 @@ class LocalChannels:
         else:
             loop.call_soon_threadsafe(self._queue, wanted)
 
+    def catch_ups(self) -> int:
+        """Counts catch_up_all() calls: read before the positions, compared after add()."""
+        return self._catch_ups
+
     def catch_up_all(self) -> None:
         """Every open stream re-reads the log (after a Redis outage). Any thread."""
-        if self._loop is not None:
+        with self._newest_lock:
+            self._catch_ups += 1  # before the streams are marked: see catch_ups()
+        # A closed loop (the server shutting down) has no streams left to mark.
+        if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._mark_all_behind)
 
     def _queue(self, events: list[LiveEvent]) -> None:

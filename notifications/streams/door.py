@@ -23,7 +23,7 @@ import logging
 from django.conf import settings
 from django.urls import Resolver404, resolve
 
-from cgm.db_pool import run_on_db_threads
+from cgm.db_pool import after_failure, run_on_db_threads
 from cgm.doors import django_request, host_refusal, middleware_chain, response_start, send_response
 from cgm.failpoints import failpoint
 from notifications.streams import view
@@ -61,14 +61,21 @@ def _view(request):
 _handler = middleware_chain(_view, MIDDLEWARE)  # a sync chain: the view is sync
 
 
-async def _open(request):
+def _open_on_db_thread(request):
     try:
-        # The view answers its own failures (a 503 that still passes the middleware);
-        # this is for a failure in the middleware itself.
-        return await run_on_db_threads(_handler, request)
+        return _handler(request)
     except Exception as exc:
+        # The view answers its own failures (a 503 that still passes the middleware,
+        # CORS headers included); this is a failure in the middleware itself (a session
+        # save when the database went away): the same 503, without the middleware's
+        # headers, and the same clean-up of the thread's connection.
         logger.exception("opening a stream failed")
+        after_failure(exc)
         return view.open_failed(exc)
+
+
+async def _open(request):
+    return await run_on_db_threads(_open_on_db_thread, request)
 
 
 async def stream_app(scope, receive, send):

@@ -77,7 +77,6 @@ def station_stream(
         response["Allow"] = "GET, HEAD"
         return response
     try:
-        db_health.check()  # fail at once while the database is known to be away
         failpoint("stream.open")
         return _open_stream(request, station, caller, after)
     except Exception as exc:
@@ -140,6 +139,9 @@ def _open_stream(request, station: str | None, caller: str | None, after: str | 
         except CursorError as exc:
             return _error(400, "invalid", "Malformed cursor.", {"Last-Event-ID": [str(exc)]})
 
+    # Requests refused without the database got their 4xx above; from here on, fail at
+    # once while the database is known to be away.
+    db_health.check()
     readable = None
     if principal is None:
         try:
@@ -161,6 +163,7 @@ def _open_stream(request, station: str | None, caller: str | None, after: str | 
             403, "forbidden", "Not allowed to read these stations.", {"station": forbidden}
         )
 
+    catch_ups = local_channels.catch_ups()  # before the read: see NotificationStream
     positions = log_positions(codes)
     missing = [code for code in codes if code not in positions]
     if missing:
@@ -179,7 +182,9 @@ def _open_stream(request, station: str | None, caller: str | None, after: str | 
             heartbeat=heartbeat,
         )
 
-    notification_stream = NotificationStream(codes, cursor, positions, principal, heartbeat)
+    notification_stream = NotificationStream(
+        codes, cursor, positions, catch_ups, principal, heartbeat
+    )
     frames = notification_stream.events()
     response = StreamingHttpResponse(frames, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -243,6 +248,7 @@ class NotificationStream:
         "station_ids",
         "opening",
         "behind",
+        "catch_ups",
         "listener",
         "closed",
         "ping",
@@ -255,6 +261,7 @@ class NotificationStream:
         codes: list[str],
         client_cursor: dict[str, int],
         positions: dict[str, LogPosition],
+        catch_ups: int,
         principal: Principal,
         heartbeat: bool = False,
     ):
@@ -265,6 +272,7 @@ class NotificationStream:
         self.opening = opening_frames(codes, self.last, reset)
         # Stations whose log holds more than the client has: replayed first.
         self.behind = {code for code in codes if self.last[code] < positions[code].last_seq}
+        self.catch_ups = catch_ups  # local_channels.catch_ups() before the positions read
         self.listener = Listener(set(codes))
         self.closed = False
         # With heartbeat=1, one heartbeat goes out as soon as the replay is done (pings
@@ -293,16 +301,21 @@ class NotificationStream:
         # committed in between was either handed to this process's channels before
         # (newest() says so: read it from the log) or reaches the listener.
         local_channels.add(listener)
-        subscriber.ensure_started()
-        watch = watcher.watch(self.principal, self.codes, self.kick)
-        keepalive.add(self)
+        watch = None
         try:
             behind = self.behind
             behind.update(
                 code for code in self.codes if local_channels.newest(code) > self.last[code]
             )
+            if local_channels.catch_ups() != self.catch_ups:
+                # Every stream was told to re-read the log (Redis came back) after this
+                # one read its positions and before it listened: it re-reads too.
+                behind.update(self.codes)
             # An open stream may idle for hours: keep nothing it no longer needs.
             opening, self.opening, self.behind = self.opening, None, None
+            subscriber.ensure_started()
+            watch = watcher.watch(self.principal, self.codes, self.kick)
+            keepalive.add(self)
             yield opening
             del opening
             while not self.closed:
@@ -333,7 +346,8 @@ class NotificationStream:
                 await listener.wakeup.wait()
         finally:
             keepalive.discard(self)
-            watcher.unwatch(watch)
+            if watch is not None:
+                watcher.unwatch(watch)
             local_channels.remove(listener)
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
