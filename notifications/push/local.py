@@ -89,9 +89,10 @@ class LocalChannels:
         # The highest seq handed to deliver() per channel, listened to or not: a stream
         # that read its positions before it listened compares them with this (newest()).
         self._newest: dict[str, int] = {}
-        # This process's publisher and the Redis subscriber both deliver: without it,
-        # one could write back a lower seq than the other just noted.
-        self._newest_lock = threading.Lock()
+        # For _newest and _catch_ups. This process's publisher and the Redis subscriber
+        # both deliver: without it, one could write back a lower seq than the other
+        # just noted.
+        self._lock = threading.Lock()
         # How many times every stream was told to re-read the log (catch_up_all): a
         # stream that read its positions before one and listened after it was not told.
         self._catch_ups = 0
@@ -125,7 +126,7 @@ class LocalChannels:
         """Queue events, in order, for this process's streams. Any thread."""
         loop = self._loop
         newest = self._newest
-        with self._newest_lock:
+        with self._lock:
             for event in events:
                 if event.id is not None and event.id > newest.get(event.channel, 0):
                     newest[event.channel] = event.id
@@ -146,7 +147,7 @@ class LocalChannels:
 
     def catch_up_all(self) -> None:
         """Every open stream re-reads the log (after a Redis outage). Any thread."""
-        with self._newest_lock:
+        with self._lock:
             self._catch_ups += 1  # before the streams are marked: see catch_ups()
         # A closed loop (the server shutting down) has no streams left to mark.
         if self._loop is not None and not self._loop.is_closed():

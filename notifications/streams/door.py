@@ -23,7 +23,7 @@ import logging
 from django.conf import settings
 from django.urls import Resolver404, resolve
 
-from cgm.db_pool import after_failure, run_on_db_threads
+from cgm.db_pool import run_on_db_threads
 from cgm.doors import django_request, host_refusal, middleware_chain, response_start, send_response
 from cgm.failpoints import failpoint
 from notifications.streams import view
@@ -67,10 +67,8 @@ def _open_on_db_thread(request):
     except Exception as exc:
         # The view answers its own failures (a 503 that still passes the middleware,
         # CORS headers included); this is a failure in the middleware itself (a session
-        # save when the database went away): the same 503, without the middleware's
-        # headers, and the same clean-up of the thread's connection.
-        logger.exception("opening a stream failed")
-        after_failure(exc)
+        # save when the database went away): the same 503 and clean-up, without the
+        # middleware's headers.
         return view.open_failed(exc)
 
 

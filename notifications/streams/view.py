@@ -80,15 +80,16 @@ def station_stream(
         failpoint("stream.open")
         return _open_stream(request, station, caller, after)
     except Exception as exc:
-        logger.exception("opening a stream failed")
-        after_failure(exc)
         return open_failed(exc)
 
 
 def open_failed(exc: Exception):
-    """A clear, documented answer rather than a 500 (the database did not answer, or
-    anything else failed while opening): nothing was sent yet, so the client simply
-    opens again with the same cursor."""
+    """On the database thread, for an open that raised: logged, the thread's connection
+    cleaned up (db_pool.after_failure), and a clear, documented answer rather than a 500
+    (the database did not answer, or anything else failed): nothing was sent yet, so
+    the client simply opens again with the same cursor."""
+    logger.exception("opening a stream failed")
+    after_failure(exc)
     if isinstance(exc, DatabaseError):
         return _error(503, "unavailable", "The database did not answer; retry shortly.")
     return _error(503, "unavailable", "The stream could not open; retry shortly.")
