@@ -493,7 +493,9 @@ class Outcome:
             found.append(f"{self.duplicated} duplicated deliveries (subscribers {subs[:10]})")
         for index, ids in sorted(self.unexplained.items())[:3]:
             found.append(f"subscriber {index} got events never accepted: {sorted(ids)[:5]}")
-        other = {s: n for s, n in ledger.statuses.items() if s not in (*OK, 503)}
+        # 503 and 429 are documented "retry later" answers (the posters do retry them,
+        # above); a missing Retry-After on them is checked below.
+        other = {s: n for s, n in ledger.statuses.items() if s not in (*OK, 503, 429)}
         if other:
             found.append(f"posts answered {other}; first bodies: {ledger.bad[:3]}")
         if ledger.missing_retry_after:
