@@ -9,6 +9,7 @@ event counts when its `data:` line has been read and its message id extracted.
 import asyncio
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -135,6 +136,7 @@ class Stats:
     offered: int = 0
     accepted: int = 0
     open_retries: int = 0
+    retry_reasons: Counter = field(default_factory=Counter)  # why opens were retried
     errors: dict = field(default_factory=dict)  # status -> the first error body seen
 
 
@@ -163,6 +165,7 @@ async def open_subscriber(port: int, sub: Subscriber, stats: Stats, timeout: flo
         if time.monotonic() + delay > give_up:
             return False
         stats.open_retries += 1
+        stats.retry_reasons[sub.failed.split(":")[0][:60]] += 1
         await asyncio.sleep(delay)
         sub.failed = None
 

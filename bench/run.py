@@ -438,6 +438,10 @@ def failure_reasons(subs, stats) -> str:
     out = ""
     if reasons:
         out += " | open failures: " + ", ".join(f"{r}={n}" for r, n in reasons.most_common(3))
+    if stats.retry_reasons:
+        out += " | opens retried: " + ", ".join(
+            f"{r}={n}" for r, n in stats.retry_reasons.most_common(3)
+        )
     if stats.errors:
         out += " | post errors: " + "; ".join(f"{s}: {b[:160]}" for s, b in stats.errors.items())
     return out

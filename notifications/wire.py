@@ -38,23 +38,32 @@ def iso_time(value):
 
 def notification_data(notification: Notification) -> dict:
     # Built once per row and kept on it: a new row is rendered for the ingest's answer,
-    # for the local streams and for the other processes.
+    # for the local streams and for the other processes. The codes come from the
+    # related rows; callers load them with select_related or already hold them
+    # (ingest), so this never queries.
     data = notification.__dict__.get("_wire_data")
     if data is None:
-        data = notification.__dict__["_wire_data"] = _render(notification)
+        box, connector = notification.box, notification.connector
+        data = notification.__dict__["_wire_data"] = render_notification(
+            notification,
+            notification.station.code,
+            box.code if box is not None else None,
+            connector.code if connector is not None else None,
+        )
     return data
 
 
-def _render(notification: Notification) -> dict:
-    # Codes come from the related rows; callers load them with select_related or
-    # already hold them (ingest), so this never queries.
-    box = notification.box
-    connector = notification.connector
+def render_notification(
+    notification: Notification, station_code: str, box_code: str | None, connector_code: str | None
+) -> dict:
+    """A notification's data, with its equipment's codes given: the log's replay reads
+    the codes with the row (notifications/log.py) instead of loading three related
+    rows per entry."""
     return {
         "id": notification.message_id,
-        "stationId": notification.station.code,
-        "boxId": box.code if box is not None else None,
-        "connectorId": connector.code if connector is not None else None,
+        "stationId": station_code,
+        "boxId": box_code,
+        "connectorId": connector_code,
         "faultType": notification.fault_type,
         "action": notification.action,
         "message": notification.message,
