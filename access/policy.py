@@ -95,6 +95,12 @@ _key_cache: dict[str, tuple[float, ApiKey | None]] = {}
 _key_cache_lock = threading.Lock()
 
 
+_ACTIVE_KEY_SQL = (
+    f"SELECT * FROM {ApiKey._meta.db_table} "  # noqa: S608 (the model's table)
+    "WHERE prefix = %s AND revoked_at IS NULL LIMIT 1"
+)
+
+
 def forget_cached_keys() -> None:
     with _key_cache_lock:
         _key_cache.clear()
@@ -112,10 +118,9 @@ def find_key(raw: str, *, cached: bool = True) -> ApiKey | None:
         hit = _key_cache.get(digest)
     if cached and hit is not None and hit[0] > now:
         return hit[1]
-    api_key = next(
-        iter(ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).order_by()[:1]),
-        None,
-    )
+    # raw(): every stream open and every uncached request asks, and building the ORM's
+    # query cost more than the database's answer (docs/PERFORMANCE.md, issue 13).
+    api_key = next(iter(ApiKey.objects.raw(_ACTIVE_KEY_SQL, [parts[1]])), None)
     if api_key is not None and not hmac.compare_digest(api_key.key_hash, digest):
         api_key = None
     with _key_cache_lock:
