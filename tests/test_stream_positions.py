@@ -84,3 +84,28 @@ def test_an_event_committed_between_the_positions_read_and_listening_is_sent(cas
         opening, live = asyncio.run(opening_then_live())
         assert f"id: {code}:5" in opening
         assert live == f'event: status\nid: {code}:6\ndata: {{"n": 6}}\n\n'
+
+
+def test_the_first_replay_page_read_with_the_open_and_an_event_committed_before_listening_are_both_sent():  # noqa: E501
+    # A resuming client (at seq 3) gets its first replay page read in the open's trip,
+    # before the stream listens (NotificationStream.replay_first_page): 4 and 5. Then 6
+    # commits and is handed out before the stream listens: it is read from the log too.
+    code = "ST904"
+    station = Station.objects.create(code=code, name="race")
+    LogEntry.objects.bulk_create([_entry(station, seq) for seq in range(1, 6)])
+    Station.objects.filter(pk=station.pk).update(log_seq=5)
+    catch_ups = local_channels.catch_ups()
+    positions = log_positions([code])
+    stream = NotificationStream([code], {code: 3}, positions, catch_ups, Principal("key", 1))
+    stream.replay_first_page()
+
+    LogEntry.objects.create(station=station, seq=6, kind="status", data='{"n": 6}')
+    Station.objects.filter(pk=station.pk).update(log_seq=6)
+    local_channels.deliver([LiveEvent(code, "status", '{"n": 6}', 6)])
+    opening, caught_up = asyncio.run(_frames(stream, 2))
+    assert opening.index("event: stream-open") < opening.index(f"id: {code}:4")
+    assert opening.endswith(
+        f'event: status\nid: {code}:4\ndata: {{"n": 4}}\n\n'
+        f'event: status\nid: {code}:5\ndata: {{"n": 5}}\n\n'
+    )
+    assert caught_up == f'event: status\nid: {code}:6\ndata: {{"n": 6}}\n\n'

@@ -186,6 +186,7 @@ def _open_stream(request, station: str | None, caller: str | None, after: str | 
     notification_stream = NotificationStream(
         codes, cursor, positions, catch_ups, principal, heartbeat
     )
+    notification_stream.replay_first_page()
     frames = notification_stream.events()
     response = StreamingHttpResponse(frames, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -282,6 +283,16 @@ class NotificationStream:
         self.keepalive_frame = HEARTBEAT_FRAME if heartbeat else KEEPALIVE_COMMENT
         self.lost: list[str] = []
 
+    def replay_first_page(self) -> None:
+        """The first page of what the client missed, read now, with the positions: on
+        the stream database threads, in the open's one trip, instead of a trip of its
+        own once the stream runs (every client of a reconnect storm resumes). Read
+        before listening, like the positions, and covered the same way: events()
+        re-reads whatever was handed out meanwhile (newest())."""
+        if self.behind:
+            chunk, self.behind = self._replay(self.behind)
+            self.opening += chunk
+
     def close(self) -> None:
         """The client went away (door.py): end at the next wake-up."""
         self.closed = True
@@ -352,10 +363,15 @@ class NotificationStream:
             local_channels.remove(listener)
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
+        return await run_db(self._replay, behind)
+
+    def _replay(self, behind: set[str]) -> tuple[str, set[str]]:
+        """A page of the log past the client's position, as frames, and the stations
+        still behind after it. On a stream database thread."""
         failpoint("stream.catch_up")
         page = settings.CGM_SSE_REPLAY_PAGE
         after = {self.station_ids[code]: (code, self.last[code]) for code in behind}
-        entries = await run_db(log_entries_after, after, page)
+        entries = log_entries_after(after, page)
         out = []
         for entry in entries:
             # The log is the truth: take its order even across a pruned hole.
