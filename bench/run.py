@@ -11,6 +11,9 @@ Scenarios:
   ingest     PostgreSQL + 2 workers, no subscribers: 16 posters flat out, single and
              batches of 100
   idle       idle streams only: server memory per stream
+  opens      the multi size's stream opens alone: N fresh opens, then events posted,
+             then the same N again resuming from their cursors (a storm's replay);
+             opens/s and CPU per open (not part of the default run)
   calibrate  the yardstick: a no-op ASGI app (bench/noop_app.py) under the same two
              Daphne workers and 16 posters as `ingest`, and a pure-Python loop; what
              any Daphne app can reach on this machine (not part of the default run)
@@ -484,6 +487,43 @@ async def calibrate_scenario(stack: Stack, args) -> list[str]:
     return lines
 
 
+async def opens_scenario(stack: Stack, args) -> list[str]:
+    """What a stream open costs: `args.subscribers` opens (400 at a time), then a
+    second round from the cursors they got after `args.duration` seconds of batches
+    flat out, so every open also replays what it missed, as in a reconnect storm."""
+    subs = subscribers(stack, args)
+    headers = {"Authorization": f"Bearer {stack.ingest_key}"}
+    lines = []
+    await asyncio.sleep(1)
+    for round_name in ("fresh", "resuming"):
+        missed = ""
+        if round_name == "resuming":
+            posted = Stats()
+            await post_flat_out(
+                stack.ingest_port, headers, posted, posters=4, duration=args.duration,
+                stations=station_codes(args), batch=100, prefix=f"opens-{int(time.time())}",
+            )  # fmt: skip
+            missed = f" after {posted.accepted / args.stations:.0f} events per station"
+            for sub in subs:
+                sub.opened, sub.failed = False, None
+        stats = Stats()
+        meter = CpuMeter(stack.django_pids)
+        started = time.monotonic()
+        failed = await open_all(stack.client_port, subs, stats)
+        elapsed = time.monotonic() - started
+        cpu = meter.report(args.subscribers).replace("/event", "/open")
+        lines.append(
+            f"opens({round_name}{missed}): {args.subscribers} in {elapsed:.1f}s "
+            f"({args.subscribers / elapsed:.0f}/s) failed={failed} "
+            f"retried={stats.open_retries} | {cpu}" + failure_reasons(subs, stats)
+        )
+        for sub in subs:
+            if sub.transport:
+                sub.transport.close()
+        await asyncio.sleep(2)  # the closed streams gone from the server
+    return lines
+
+
 async def idle_scenario(stack: Stack, args) -> str:
     subs = subscribers(stack, args)
     stats = Stats()
@@ -510,6 +550,7 @@ DEFAULTS = {
     "ingest": {"stations": 100, "duration": 20},
     "idle": {"subscribers": 2000, "stations": 100},
     "calibrate": {"stations": 100, "duration": 20},
+    "opens": {"subscribers": 4000, "stations": 500, "duration": 1},
 }
 # What `make bench` runs when no scenario is named: the issue's scenarios.
 DEFAULT_RUN = ["embedded", "multi", "pushpin", "ingest", "idle"]
@@ -519,7 +560,7 @@ def run(name: str, args) -> list[str]:
     workdir = Path(tempfile.mkdtemp(prefix=f"cgm-bench-{name}-"))
     if name in ("embedded", "idle"):
         stack = EmbeddedStack(workdir, args.stations)
-    elif name in ("multi", "ingest"):
+    elif name in ("multi", "ingest", "opens"):
         stack = MultiStack(workdir, args.stations)
     elif name == "calibrate":
         stack = NoopStack(workdir, args.stations)
@@ -530,6 +571,8 @@ def run(name: str, args) -> list[str]:
             return asyncio.run(ingest_scenario(stack, args))
         if name == "calibrate":
             return asyncio.run(calibrate_scenario(stack, args))
+        if name == "opens":
+            return asyncio.run(opens_scenario(stack, args))
         if name == "idle":
             return [asyncio.run(idle_scenario(stack, args))]
         return [asyncio.run(streaming_scenario(name, stack, args))]
