@@ -312,7 +312,9 @@ def test_postgresql_stopped_and_started_under_load_refuses_with_503_and_retry_af
 
 # --- 4. an exception injected in a stream ----------------------------------------------------
 
-FAILPOINTS = {"stream.live": 300, "stream.catch_up": 5, "stream.encode": 700}
+# The resuming clients' first replay page is read in their opens (a fault there refuses
+# the open); a running stream's later catch-ups are tested in test_stream_failures.py.
+FAILPOINTS = {"stream.live": 300, "stream.first_page": 5, "stream.encode": 700}
 
 
 def test_exceptions_injected_in_streams_end_only_those_streams_which_resume_losing_and_repeating_nothing(  # noqa: E501
@@ -340,9 +342,8 @@ def test_exceptions_injected_in_streams_end_only_those_streams_which_resume_losi
             if logged != 1:
                 problems.append(f"failpoint {stage} logged {logged} times, not once")
         ended_by_server = sum(sub.ends for sub in outcome.subscribers) - blipped
-        # A resuming client's first catch-up page is read in its open's trip
-        # (NotificationStream.replay_first_page): that fault refuses the open (503 +
-        # Retry-After) instead of ending a stream. Either way the client comes back.
+        # The first-page fault refuses an open (503 + Retry-After) instead of ending a
+        # stream. Either way the client comes back.
         refused_opens = outcome.open_statuses()[503]
         if ended_by_server + refused_opens < len(FAILPOINTS):
             problems.append(

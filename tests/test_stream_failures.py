@@ -185,9 +185,12 @@ def ingest_client(server) -> httpx.Client:
 FAULTS = {
     # The first stream open of the process fails: 503 + Retry-After, then the retry opens.
     "stream.open": "stream.open=1",
-    # The first catch-up read: a client resuming from ST001:0 after events were posted.
-    # Its first page is read in the open's trip (NotificationStream.replay_first_page),
-    # so this open is refused like a failed open (503 + Retry-After) and then resumes.
+    # The first replay page, read in the open's trip (NotificationStream.
+    # replay_first_page) of a client resuming from ST001:0 after events were posted:
+    # that open is refused like a failed open (503 + Retry-After), then resumes.
+    "stream.first_page": "stream.first_page=1",
+    # The first catch-up read of a running stream: the same client's second page (the
+    # test's pages hold REPLAY_PAGE entries).
     "stream.catch_up": "stream.catch_up=1",
     # The third live delivery of the process (two streams share the count).
     "stream.live": "stream.live=3",
@@ -195,13 +198,17 @@ FAULTS = {
     "stream.encode": "stream.encode=5",
 }
 POSTED = 30
+REPLAY_PAGE = 4  # so a resume from the start needs a page at the open and more after
 
 
 @pytest.mark.parametrize("stage", list(FAULTS))
 def test_a_failure_inside_a_stream_ends_only_that_stream_and_its_client_resumes_losing_and_repeating_nothing(  # noqa: E501
     tmp_path, stage
 ):
-    server = DaphneServer(tmp_path, env={"CGM_FAILPOINTS": FAULTS[stage]}).start()
+    server = DaphneServer(
+        tmp_path,
+        env={"CGM_FAILPOINTS": FAULTS[stage], "CGM_SSE_REPLAY_PAGE": str(REPLAY_PAGE)},
+    ).start()
     readers: list[ResumingReader] = []
     try:
         ingest = ingest_client(server)
@@ -219,7 +226,7 @@ def test_a_failure_inside_a_stream_ends_only_that_stream_and_its_client_resumes_
         url = server.url + STREAM_PATH
         readers.append(ResumingReader(url, headers=server.reader_headers))
         assert readers[0].streaming.wait(15), (readers[0].opens, server.log()[-3000:])
-        if stage == "stream.catch_up":
+        if stage in ("stream.first_page", "stream.catch_up"):
             for _ in range(10):
                 post()
                 time.sleep(0.1)
@@ -274,7 +281,7 @@ def test_a_failure_inside_a_stream_ends_only_that_stream_and_its_client_resumes_
         assert all(o.status in (200, 503) for o in opens), [(o.status, o.body) for o in opens]
         refused = [o for o in opens if o.status == 503]
         ended = [(index, end) for index, reader in enumerate(readers) for end in reader.ends]
-        if stage in ("stream.open", "stream.catch_up"):
+        if stage in ("stream.open", "stream.first_page"):
             assert len(refused) == 1, [(o.status, o.body) for o in opens]
             assert refused[0].headers.get("retry-after"), refused[0].headers
             assert refused[0].headers["content-type"].startswith("application/json")

@@ -290,6 +290,7 @@ class NotificationStream:
         before listening, like the positions, and covered the same way: events()
         re-reads whatever was handed out meanwhile (newest())."""
         if self.behind:
+            failpoint("stream.first_page")
             chunk, self.behind = self._replay(self.behind)
             self.opening += chunk
 
@@ -363,12 +364,12 @@ class NotificationStream:
             local_channels.remove(listener)
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
+        failpoint("stream.catch_up")
         return await run_db(self._replay, behind)
 
     def _replay(self, behind: set[str]) -> tuple[str, set[str]]:
         """A page of the log past the client's position, as frames, and the stations
         still behind after it. On a stream database thread."""
-        failpoint("stream.catch_up")
         page = settings.CGM_SSE_REPLAY_PAGE
         after = {self.station_ids[code]: (code, self.last[code]) for code in behind}
         entries = log_entries_after(after, page)
