@@ -6,16 +6,12 @@ is in the snapshot and none after it, so a client that loads this and streams wi
 lastEventId=<cursor> misses nothing and repeats nothing.
 """
 
-from contextlib import contextmanager
-
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import connection, transaction
 from django.db.models import Count, Q
 
 from faults.models import SEVERITY_RANK, Fault
 from faults.wire import box_status_data, connector_status_data, fault_data
-from notifications.ingest.write_lock import write_lock
-from notifications.log import log_positions
+from notifications.log import consistent_read, log_positions
 from notifications.wire import format_cursor
 from stations.models import Box, Connector
 
@@ -24,20 +20,6 @@ class UnknownStationsError(Exception):
     def __init__(self, codes: list[str]):
         super().__init__(codes)
         self.codes = codes
-
-
-@contextmanager
-def consistent_read():
-    if connection.vendor == "postgresql":
-        outer = connection.in_atomic_block  # a caller's transaction (tests) decides
-        with transaction.atomic():
-            if not outer:
-                with connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            yield
-    else:
-        with write_lock(), transaction.atomic():
-            yield
 
 
 def station_snapshot(codes: list[str]) -> dict:

@@ -10,11 +10,13 @@ row locked (the ingest's statement locks it; operator actions lock it first).
 """
 
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
+from notifications.ingest.write_lock import write_lock
 from notifications.models import LogEntry, Notification
 from notifications.push.local import LiveEvent
 from notifications.wire import (
@@ -138,19 +140,22 @@ def _write_entries(rows: list[tuple[int, int, str, str]], created_at) -> None:
 def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[LogItem]:
     """Entries past each station's position, in each station's order: `limit` of them
     when that many remain (the whole page is one write to a client, bounded like every
-    write). Callers read page after page until a page comes back short.
+    write). Callers read page after page until a page comes back short. `after` maps
+    station pk to (code, seq); the code is what the items carry.
 
-    `after` maps station pk to (code, seq). The log is two tables numbered from one
-    counter (models.LogEntry): each is read in (station, seq) order up to `limit`, and
-    the merge is cut where the first cut list ends, so no station's position ever
-    passes an entry not read yet.
+    The log is two tables numbered from one counter (models.LogEntry): each is read in
+    (station, seq) order up to `limit`, and the merge is cut where the first cut list
+    ends, so no station's position ever passes an entry not read yet.
 
-    The two reads are two statements, and a group may commit between them. The changes
-    are read first: a transaction numbers its notifications before its changes, so a
-    change read implies its notifications are visible to the second read. The reverse,
-    notifications of a group whose changes the first read missed, leaves a hole in the
+    The two reads are two statements, and transactions may commit between them. The
+    changes are read first: a transaction numbers its notifications before its
+    changes, so a change read implies its notifications are visible to the second read.
+    Notifications of a group whose changes the first read missed leave a hole in the
     merge: each station's entries are cut at its first hole, and the next read (or the
-    live frames, which are published after commit) goes on from there.
+    live frames, which are published after commit) goes on from there. A hole at a
+    station's start (a change committed after the first read, then a notification
+    before the second) looks like pruned history: then both are read again in one
+    snapshot, where the only gap left is history really pruned (taken as it is).
 
     Plain SQL, read on every resuming stream (a reconnect storm is thousands at once):
     building the ORM's queries and three related rows per notification cost more than
@@ -158,6 +163,16 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
     """
     if not after:
         return []
+    items, starts_late = _merged_page(after, limit)
+    if starts_late:
+        with consistent_read():
+            items, _ = _merged_page(after, limit)
+    return items
+
+
+def _merged_page(after, limit: int) -> tuple[list[LogItem], bool]:
+    """One read of both tables, merged; and whether a station's entries start past
+    its position (a hole before the first)."""
     changes = _changes_after(after, limit)
     notifications = _notifications_after(after, limit)
     complete_to = min(
@@ -168,21 +183,40 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
     items = []
     last: dict[int, int] = {}
     holed: set[int] = set()
+    starts_late = False
     for station_id, seq, kind, data in merged:
         if len(items) == limit or (complete_to is not None and (station_id, seq) > complete_to):
             break  # a page is at most `limit` entries (each a write to the client)
         if station_id in holed:
             continue
-        if station_id in last and seq != last[station_id] + 1:
+        if station_id not in last:
+            starts_late = starts_late or seq != after[station_id][1] + 1
+        elif seq != last[station_id] + 1:
             holed.add(station_id)  # not visible to both reads yet
             continue
         last[station_id] = seq
         code = after[station_id][0]
-        if kind == NOTIFICATION_EVENT:
+        if isinstance(data, tuple):  # a notification: (row, box code, connector code)
             row, box_code, connector_code = data
             data = encode_data(render_notification(row, code, box_code, connector_code))
         items.append(LogItem(code, seq, kind, data))
-    return items
+    return items, starts_late
+
+
+@contextmanager
+def consistent_read():
+    """Reads that see one state of the log: REPEATABLE READ on PostgreSQL; on SQLite
+    under the writer lock, so no write lands between them."""
+    if connection.vendor == "postgresql":
+        outer = connection.in_atomic_block  # a caller's transaction (tests) decides
+        with transaction.atomic():
+            if not outer:
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield
+    else:
+        with write_lock(), transaction.atomic():
+            yield
 
 
 def _after_condition(after: dict[int, tuple[str, int]], table: str) -> tuple[str, list]:

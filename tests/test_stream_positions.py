@@ -13,7 +13,7 @@ import pytest
 
 from access.policy import Principal
 from notifications.log import log_positions
-from notifications.models import LogEntry
+from notifications.models import LogEntry, Notification
 from notifications.push.local import LiveEvent, local_channels
 from notifications.streams.view import NotificationStream
 from stations.models import Station
@@ -109,3 +109,37 @@ def test_the_first_replay_page_read_with_the_open_and_an_event_committed_before_
         f'event: status\nid: {code}:5\ndata: {{"n": 5}}\n\n'
     )
     assert caught_up == f'event: status\nid: {code}:6\ndata: {{"n": 6}}\n\n'
+
+
+def test_a_change_and_a_notification_committed_between_the_replays_two_reads_are_both_sent(
+    monkeypatch,
+):
+    # The replay reads the log's changes, then its notifications (notifications/log.py).
+    # Between the two, an operator's change (seq 3) commits, then an event (seq 4). The
+    # first read has 4 without 3: a hole at the station's start, which must not be sent
+    # as if 3 had been pruned (3's live frame would then be dropped as already sent).
+    from notifications import log
+
+    code = "ST905"
+    station = Station.objects.create(code=code, name="race")
+    LogEntry.objects.bulk_create([_entry(station, seq) for seq in (1, 2)])
+    Station.objects.filter(pk=station.pk).update(log_seq=2)
+    real_read = log._notifications_after
+    commits = []
+
+    def read_after_two_commits(after, limit):
+        if not commits:
+            commits.append(_entry(station, 3).save())
+            Notification.objects.create(
+                station=station, seq=4, message_id="race-4", fault_type="F", action="A",
+                payload={},
+            )  # fmt: skip
+            Station.objects.filter(pk=station.pk).update(log_seq=4)
+        return real_read(after, limit)
+
+    monkeypatch.setattr(log, "_notifications_after", read_after_two_commits)
+    items = log.log_entries_after({station.pk: (code, 2)}, 10)
+    assert [(item.station_code, item.seq, item.kind) for item in items] == [
+        (code, 3, "status"),
+        (code, 4, "notification"),
+    ]
