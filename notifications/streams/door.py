@@ -7,7 +7,8 @@ session and authentication middleware (and django_grip's when Pushpin is configu
 outside Django's per-request thread context: cgm/doors.py says why.
 
 Opening a stream is sync work from end to end: the caller's credentials, its access,
-the stations' log positions, behind Pushpin the replay and the hold instruction. So
+the stations' log positions, the first replay page of a client that resumes, behind
+Pushpin the hold instruction. So
 the middleware chain and the view run as one sync call on the stream database threads
 (cgm/db_pool.py): one trip off the event loop per open. Run as an async chain, each
 sync middleware hook and each query was a trip of its own, the hooks all through

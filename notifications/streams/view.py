@@ -8,11 +8,12 @@ and reads the log in a small shared thread pool, so threads and DB connections s
 bounded however many streams are open. Who may read a station is the channel manager's
 answer (channels.py). The stream door (door.py) runs this view and carries the stream.
 
-A stream's life: read the stations' log positions (with the caller's access, in the
-one trip of the open to the database threads: door.py), register a listener, send the
-cursor, replay from the client's cursor if it sent one, then forward live events. An
-event committed between the read and the listening is caught by
-local_channels.newest() and read from the log.
+A stream's life: read the stations' log positions and, for a client that sent a
+cursor, the first page of what it missed (with the caller's access, in the one trip of
+the open to the database threads: door.py); register a listener; send the cursor and
+that page, then any further pages from the log, then forward live events. An event
+committed between those reads and the listening is caught by local_channels.newest()
+(or, after a Redis outage, catch_ups()) and read from the log.
 Live events are checked against the cursor: one already sent is skipped, one that
 skips ahead (a publish overtaken by a later one, or a listener overflow) makes the
 stream read the missing entries from the log. Nothing missed, nothing twice.
@@ -288,7 +289,8 @@ class NotificationStream:
         the stream database threads, in the open's one trip, instead of a trip of its
         own once the stream runs (every client of a reconnect storm resumes). Read
         before listening, like the positions, and covered the same way: events()
-        re-reads whatever was handed out meanwhile (newest())."""
+        re-reads whatever was handed out meanwhile (newest()) or lost to a Redis outage
+        (catch_ups()). A failure here refuses the open (503 + Retry-After)."""
         if self.behind:
             failpoint("stream.first_page")
             chunk, self.behind = self._replay(self.behind)
@@ -320,6 +322,8 @@ class NotificationStream:
             behind.update(
                 code for code in self.codes if local_channels.newest(code) > self.last[code]
             )
+            # (The positions and the first replay page were read before listening:
+            # whatever this process handed out since is past self.last, above.)
             if local_channels.catch_ups() != self.catch_ups:
                 # Every stream was told to re-read the log (Redis came back) after this
                 # one read its positions and before it listened: it re-reads too.
