@@ -133,7 +133,8 @@ class CpuMeter:
             "time": time.monotonic(),
         }
 
-    def report(self, events: int) -> str:
+    def report(self, events: int, unit: str = "event") -> str:
+        """CPU per `unit` (an event posted, a stream opened) since the meter started."""
         end, start = self._sample(), self.start
         postgres = sum(
             cpu - start["postgres"].get(pid, 0.0) for pid, cpu in end["postgres"].items()
@@ -146,7 +147,7 @@ class CpuMeter:
         }
         per_event = " ".join(f"{k}={v / max(1, events) * 1e6:.0f}us" for k, v in spent.items())
         cores = spent["machine"] / (end["time"] - start["time"])
-        return f"cpu/event {per_event} (machine busy {cores:.2f} of {os.cpu_count()} cores)"
+        return f"cpu/{unit} {per_event} (machine busy {cores:.2f} of {os.cpu_count()} cores)"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -511,7 +512,7 @@ async def opens_scenario(stack: Stack, args) -> list[str]:
         started = time.monotonic()
         failed = await open_all(stack.client_port, subs, stats)
         elapsed = time.monotonic() - started
-        cpu = meter.report(args.subscribers).replace("/event", "/open")
+        cpu = meter.report(args.subscribers, unit="open")
         lines.append(
             f"opens({round_name}{missed}): {args.subscribers} in {elapsed:.1f}s "
             f"({args.subscribers / elapsed:.0f}/s) failed={failed} "
