@@ -3,11 +3,11 @@
 Runs inside the ingest's transaction, with the group's stations locked
 (notifications/ingest/). One job per backend:
 
-- PostgreSQL (`PostgresState`, `queue_writes_postgresql`): prepared statements on the
-  ingest's psycopg pipeline. The reads are queued right behind the ingest statement
-  and come back with it; the writes are one statement queued to go with the COMMIT. A
-  group costs two round trips (three when it opens a fault: the new faults' ids are
-  needed for their frames), whatever its size (docs/PERFORMANCE.md).
+- PostgreSQL (`PostgresState`, `add_writes_postgresql`): prepared statements added to
+  the ingest's scripts (cgm/pg_statements.py). The reads go right behind the ingest
+  statement and come back with it; the writes are one statement that goes with the
+  COMMIT. A group costs two round trips (three when it opens a fault: the new faults'
+  ids are needed for their frames), whatever its size (docs/PERFORMANCE.md).
 - Others (SQLite, in-process): the ORM, and executemany for the writes.
 """
 
@@ -17,7 +17,7 @@ import psycopg
 from django.db import connection
 from psycopg.types.json import Jsonb
 
-from cgm.pg_statements import run
+from cgm.pg_statements import Script, Statement
 from faults.derive import CurrentState, Derived, Wanted, key_of
 from faults.models import Fault
 from notifications.models import LogEntry
@@ -161,59 +161,68 @@ def write_derived(derived: Derived) -> None:
     derived.fill_new_fault_ids()
 
 
-# --- PostgreSQL: on the ingest's pipeline
+# --- PostgreSQL: statements of the ingest's scripts (cgm/pg_statements.py)
+
+_READ_FAULTS = Statement(
+    "cgm_read_faults",
+    f"SELECT {_columns_of(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
+    "WHERE station_id = ANY(%s::bigint[]) AND fault_type = ANY(%s::text[]) "
+    "AND state <> 'resolved'",
+)
+_READ_BOXES = Statement(
+    "cgm_read_boxes",
+    f"SELECT {_columns_of(_BOX_COLUMNS)} FROM {_BOX_STATUS} "  # noqa: S608
+    "WHERE box_id = ANY(%s::bigint[])",
+)
+_READ_CONNECTORS = Statement(
+    "cgm_read_connectors",
+    f"SELECT {_columns_of(_CONNECTOR_COLUMNS)} FROM {_CONNECTOR_STATUS} "  # noqa: S608
+    "WHERE connector_id = ANY(%s::bigint[])",
+)
 
 
 class PostgresState:
-    """The reads, queued on `pg` (in pipeline mode: sent with whatever is queued before
-    them, the ingest statement that locks the stations). `collect()` fetches them."""
+    """The reads, added to `script` (behind the ingest statement that locks the
+    stations: they run after it, so they see every change committed before this group
+    got its locks). `collect(results)` takes their rows from the script's results."""
 
-    def __init__(self, pg: psycopg.Connection, wanted: Wanted):
-        self._faults = run(
-            pg,
-            f"SELECT {_columns_of(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
-            "WHERE station_id = ANY(%b) AND fault_type = ANY(%b) AND state <> 'resolved'",
-            [list(wanted.station_ids), list(wanted.fault_types)],
+    def __init__(self, script: Script, wanted: Wanted):
+        self._faults = script.add(
+            _READ_FAULTS, [list(wanted.station_ids), list(wanted.fault_types)]
         )
         self._boxes = self._connectors = None
         if wanted.box_ids:
-            self._boxes = run(
-                pg,
-                f"SELECT {_columns_of(_BOX_COLUMNS)} FROM {_BOX_STATUS} "  # noqa: S608
-                "WHERE box_id = ANY(%b)",
-                [list(wanted.box_ids)],
-            )
+            self._boxes = script.add(_READ_BOXES, [list(wanted.box_ids)])
         if wanted.connector_ids:
-            self._connectors = run(
-                pg,
-                f"SELECT {_columns_of(_CONNECTOR_COLUMNS)} FROM {_CONNECTOR_STATUS} "  # noqa: S608
-                "WHERE connector_id = ANY(%b)",
-                [list(wanted.connector_ids)],
-            )
+            self._connectors = script.add(_READ_CONNECTORS, [list(wanted.connector_ids)])
 
-    def collect(self) -> CurrentState:
+    def collect(self, results: list[list[tuple]]) -> CurrentState:
         return _state(
-            self._faults.fetchall(),
-            self._boxes.fetchall() if self._boxes is not None else [],
-            self._connectors.fetchall() if self._connectors is not None else [],
+            results[self._faults],
+            results[self._boxes] if self._boxes is not None else [],
+            results[self._connectors] if self._connectors is not None else [],
         )
 
 
-_NEW_FAULTS_STATEMENT = (
+_NEW_FAULTS = Statement(
+    "cgm_new_faults",
     f"INSERT INTO {_FAULT} ({', '.join(_NEW_FAULT_COLUMNS)}, acknowledged_by, note) "  # noqa: S608
-    "SELECT *, '', '' FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], "
-    "%b::text[], %b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::timestamptz[], "
-    "%b::text[], %b::timestamptz[]) RETURNING id"
+    "SELECT *, '', '' FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], "
+    "%s::text[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], "
+    "%s::text[], %s::timestamptz[]) RETURNING id",
 )
-_FAULT_UPDATE_UNNEST = f"""
+_FAULT_UPDATES = Statement(
+    "cgm_fault_updates",
+    f"""
 UPDATE {_FAULT} AS f SET severity = u.severity, state = u.state,
     occurrences = u.occurrences, first_seen = u.first_seen, last_seen = u.last_seen,
     resolved_by = u.resolved_by, resolved_at = u.resolved_at
-FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::int[], %b::timestamptz[],
-            %b::timestamptz[], %b::text[], %b::timestamptz[])
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[],
+            %s::timestamptz[], %s::text[], %s::timestamptz[])
     AS u(id, severity, state, occurrences, first_seen, last_seen, resolved_by, resolved_at)
 WHERE f.id = u.id
-"""  # noqa: S608
+""",  # noqa: S608
+)
 
 # The derivation's writes, and the derived log entries with the stations' counters, as
 # one statement, its rows in one JSON parameter: one statement and one parameter per
@@ -221,8 +230,10 @@ WHERE f.id = u.id
 # array parameter element by element in Python; the JSON is one C-encoded string
 # (measured: the write's parameters went from the largest single CPU cost of a small
 # group to a small one). Sent with the COMMIT.
-_WRITE_STATEMENT = f"""
-WITH w AS (SELECT %b::jsonb AS j),
+_WRITE = Statement(
+    "cgm_write_derived",
+    f"""
+WITH w AS (SELECT %s::jsonb AS j),
 fault_updates AS (
     UPDATE {_FAULT} AS f SET severity = u.severity, state = u.state,
         occurrences = u.occurrences, first_seen = u.first_seen, last_seen = u.last_seen,
@@ -260,7 +271,8 @@ counters AS (
 INSERT INTO {_LOG} (station_id, seq, kind, data, created_at)
 SELECT e.s, e.q, e.k, e.d, now()
 FROM jsonb_to_recordset((SELECT j -> 'log' FROM w)) AS e(s bigint, q bigint, k text, d text)
-"""  # noqa: S608
+""",  # noqa: S608
+)
 
 
 def _columns(rows: list[tuple], width: int) -> list[list]:
@@ -274,16 +286,16 @@ def insert_new_faults_postgresql(pg: psycopg.Connection, derived: Derived) -> bo
     before its successor is inserted."""
     if not derived.new_faults:
         return False
+    script = Script(pg)
     updates_written = bool(derived.changed_faults)
     if updates_written:
-        run(pg, _FAULT_UPDATE_UNNEST, _fault_updates(derived))
-    cursor = run(
-        pg,
-        _NEW_FAULTS_STATEMENT,
+        script.add(_FAULT_UPDATES, _fault_updates(derived))
+    ids = script.add(
+        _NEW_FAULTS,
         _columns([_fault_row(f) for f in derived.new_faults], len(_NEW_FAULT_COLUMNS)),
     )
     # One row per input row, in input order (what Django's own bulk_create relies on).
-    for fault, (pk,) in zip(derived.new_faults, cursor.fetchall(), strict=True):
+    for fault, (pk,) in zip(derived.new_faults, script.run()[ids], strict=True):
         fault.pk = pk
         fault._state.adding = False
         fault._state.db = connection.alias
@@ -299,8 +311,8 @@ def _fault_updates(derived: Derived) -> list[list]:
     ], 8)  # fmt: skip
 
 
-def queue_writes_postgresql(
-    pg: psycopg.Connection,
+def add_writes_postgresql(
+    script: Script,
     derived: Derived,
     log_rows: list[tuple],
     last_seq: dict[int, int],
@@ -311,7 +323,7 @@ def queue_writes_postgresql(
     if not last_seq:
         return  # nothing new was stored (every change follows a new notification)
     faults = () if updates_written else derived.changed_faults.values()
-    run(pg, _WRITE_STATEMENT, [Jsonb({
+    script.add(_WRITE, [Jsonb({
         "faults": [
             {"id": f.pk, "severity": f.severity, "state": f.state,
              "occurrences": f.occurrences, "first_seen": _iso(f.first_seen),

@@ -2,32 +2,32 @@
 
 On a busy 2-core machine every round trip is a wait for the database process and
 then for this process's GIL, and costs about as much as a whole statement's work; so
-the group is one psycopg pipeline (psycopg's documented pipeline mode) in one
-transaction:
+the group's transaction is two queries (three when it opens faults), each several
+statements sent together (cgm/pg_statements.py says how, and why not psycopg's
+pipeline mode):
 
-1. sent together: BEGIN, `_INGEST_STATEMENT` (the notifications, each an entry of its
-   station's log, the stations locked), and the reads the derivation needs (faults/persist.py); they
-   run in that order on the server, so the reads see every change committed before
-   this group got its locks;
+1. BEGIN, `_INGEST` (the notifications, each an entry of its station's log, the
+   stations locked), and the reads the derivation needs (faults/persist.py); they run
+   in that order on the server, so the reads see every change committed before this
+   group got its locks;
 2. the derivation in Python (faults/derive.py);
 3. only when faults open: their INSERT, for their ids;
-4. sent together with COMMIT: the fault updates, status upserts and the derived log
-   entries with the stations' counters (notifications/log.py).
+4. the fault updates, status upserts and the derived log entries with the stations'
+   counters (notifications/log.py), and COMMIT.
 
 Inside a caller's transaction (tests, any caller's atomic block) the same statements
-run without the pipeline, in a savepoint.
+run in a savepoint, without BEGIN and COMMIT.
 """
 
-import weakref
+import logging
 from contextlib import contextmanager
 
 import psycopg
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from cgm.pg_statements import run
+from cgm.pg_statements import Script, Statement, prepare_all
 from faults import persist
 from faults.derive import derive, wanted_for
 from faults.rules import current_rules
@@ -37,6 +37,8 @@ from notifications.log import number_changes
 from notifications.models import Notification
 from stations.models import Station
 
+logger = logging.getLogger(__name__)
+
 
 def store_postgresql(
     candidates: dict[str, EventInput],
@@ -44,7 +46,7 @@ def store_postgresql(
     """Store the group's new events and what they change; returns the new rows and the
     frames to publish once committed. Raises Django's database errors. The events are
     prepared (ingest/rows.py prepare_rows)."""
-    _set_up_connection()
+    connection.ensure_connection()
     pg = connection.connection
     events = list(candidates.values())
     # Everything that does not need the stored state is done before the transaction:
@@ -56,32 +58,54 @@ def store_postgresql(
     params = [_group_json(events), received_at]
     wanted = wanted_for(events)
     rules = current_rules()
-    with connection.wrap_database_errors, _one_transaction(pg):
-        ingest = run(pg, _INGEST_STATEMENT, params)
-        state = persist.PostgresState(pg, wanted)
-        inserted = {message_id: (seq, pk) for message_id, seq, pk in ingest.fetchall()}
+    with connection.wrap_database_errors, _one_transaction(pg) as (begin, commit):
+        if begin:
+            prepare_all(pg)
+        reads = Script(pg)
+        if begin:
+            reads.add(begin)
+        ingest = reads.add(_INGEST, params)
+        state = persist.PostgresState(reads, wanted)
+        results = reads.run()
+        inserted = {message_id: (seq, pk) for message_id, seq, pk in results[ingest]}
         fresh = [event for event in events if event.message_id in inserted]
-        derived = derive(fresh, state.collect(), rules)
+        derived = derive(fresh, state.collect(results), rules)
         # The stations are locked: their counters stand at their last new notification
         # (numbered in arrival order, so the last one seen is each station's highest).
         last_seq = {event.row.station_id: inserted[event.message_id][0] for event in fresh}
         updates_written = persist.insert_new_faults_postgresql(pg, derived)  # their ids
         rows, derived_frames = number_changes(derived.changes, last_seq)
-        persist.queue_writes_postgresql(pg, derived, rows, last_seq, updates_written)
+        writes = Script(pg)
+        persist.add_writes_postgresql(writes, derived, rows, last_seq, updates_written)
+        if commit:
+            writes.add(commit)
+        writes.run()
     new_rows = _numbered_rows(fresh, inserted, received_at)
     return new_rows, CommittedFrames(new_rows, derived_frames)
 
 
 @contextmanager
 def _one_transaction(pg: psycopg.Connection):
+    """Yields the statements that begin and commit the group's transaction, to be sent
+    with its first and last statements: no round trip of their own."""
     if connection.in_atomic_block:
         with transaction.atomic():  # a savepoint: a raced id fails this group alone
-            yield
+            yield None, None
         return
-    # Django's connection is in autocommit here (no atomic block): psycopg's own
-    # transaction sends BEGIN, and COMMIT on exit, both on the pipeline.
-    with pg.pipeline(), pg.transaction():
-        yield
+    # Django's connection is in autocommit here (no atomic block), so the transaction
+    # is ours to begin and end. On any failure it is rolled back before the error goes
+    # on (the connection stays usable; the group committer retries or answers 503).
+    try:
+        yield "BEGIN", "COMMIT"
+    except BaseException:
+        if pg.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                pg.execute("ROLLBACK")
+            except psycopg.Error:
+                # The connection is broken: the error that got us here goes on, and
+                # the caller drops the connection.
+                logger.warning("ROLLBACK after a failed ingest group failed", exc_info=True)
+        raise
 
 
 def _numbered_rows(events, inserted, received_at) -> list[Notification]:
@@ -125,9 +149,11 @@ _STATION = Station._meta.db_table
 # An id that another process stores between this statement's snapshot and its insert
 # fails the unique index: the transaction rolls back whole, numbers included, and
 # notification_ingest_group runs it again, which then finds the row.
-_INGEST_STATEMENT = f"""
+_INGEST = Statement(
+    "cgm_ingest",
+    f"""
 WITH incoming AS (
-    SELECT * FROM ROWS FROM (jsonb_to_recordset(%b::jsonb) AS (
+    SELECT * FROM ROWS FROM (jsonb_to_recordset(%s::jsonb) AS (
         station_id bigint, box_id bigint, connector_id bigint, message_id text,
         fault_type text, action text, message text, code text, occurred_at timestamptz,
         extra jsonb, payload jsonb
@@ -159,46 +185,17 @@ inserted AS (
     SELECT f.station_id, f.box_id, f.connector_id,
            a.previous + row_number() OVER (PARTITION BY f.station_id ORDER BY f.ord),
            f.message_id, f.fault_type, f.action, f.message, f.code, f.occurred_at,
-           %b::timestamptz, f.extra, f.payload
+           %s::timestamptz, f.extra, f.payload
     FROM fresh AS f JOIN locked AS a ON a.id = f.station_id
     RETURNING message_id, seq, id
 )
 SELECT message_id, seq, id FROM inserted
-"""  # noqa: S608 (table names from the models; every value is a parameter)
-
-
-# Connections set up for the prepared ingest statement (see _set_up_connection).
-_set_up: weakref.WeakSet = weakref.WeakSet()
-
-
-def _set_up_connection() -> None:
-    """Ready this connection for the prepared ingest statement, once. Before the
-    group's transaction: a SET inside one would be undone by its rollback.
-
-    The statement runs on a server-side binding cursor (Django's own cursors bind on
-    the client), prepared once per connection, its arrays sent in binary. Django turns
-    psycopg's prepared statements off (prepare_threshold None, for connection
-    poolers); its own client-side cursors never prepare anyway, so turning them back
-    on for this connection touches nothing but the statements run with prepare=True.
-    And with plan_cache_mode left at "auto", PostgreSQL re-plans a prepared statement
-    for each new set of values whenever it guesses that pays, which for this one it
-    always does: planning then cost more of the database's CPU than running it
-    (measured: 800 against 420 µs a group).
-
-    Behind a pooler in transaction mode that does not carry prepared statements over
-    (PgBouncer before 1.21, or without max_prepared_statements), set CGM_PG_PREPARE=0:
-    the statement is then sent unprepared, and nothing is set on the session."""
-    connection.ensure_connection()
-    pg_connection = connection.connection
-    if settings.CGM_PG_PREPARE and pg_connection not in _set_up and not connection.in_atomic_block:
-        pg_connection.prepare_threshold = 1_000_000  # only prepare=True prepares
-        with connection.wrap_database_errors:
-            pg_connection.execute("SET plan_cache_mode = force_generic_plan")
-        _set_up.add(pg_connection)
+""",  # noqa: S608 (table names from the models; every value is a parameter)
+)
 
 
 def _group_json(events: list[EventInput]) -> Jsonb:
-    """_INGEST_STATEMENT's events: one JSON array, encoded by the json module's C
+    """_INGEST's events: one JSON array, encoded by the json module's C
     encoder in one call. Sent as arrays, one per column, psycopg dumped them element by
     element in Python: the largest cost of the writer's own (measured in
     docs/PERFORMANCE.md, issue 11)."""
