@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
+from psycopg.pq import ExecStatus
 
 # Every Statement made, to be prepared together on a new connection (prepare_all).
 _STATEMENTS: dict[str, "Statement"] = {}
@@ -100,6 +101,9 @@ class Script:
         cursor.execute("; ".join(self._texts), self._values)
         results = []
         while True:
-            results.append(cursor.fetchall() if cursor.description is not None else [])
+            # (Not `cursor.description`: it builds a Column for each column, for every
+            # statement of every group.)
+            returned_rows = cursor.pgresult.status == ExecStatus.TUPLES_OK
+            results.append(cursor.fetchall() if returned_rows else [])
             if not cursor.nextset():
                 return results

@@ -163,21 +163,24 @@ def write_derived(derived: Derived) -> None:
 
 # --- PostgreSQL: statements of the ingest's scripts (cgm/pg_statements.py)
 
+# The reads' values are JSON arrays: psycopg's client-side binding dumps a list element
+# by element (a type lookup for each), a JSON array in one C-encoded string.
 _READ_FAULTS = Statement(
     "cgm_read_faults",
     f"SELECT {_columns_of(_FAULT_COLUMNS)} FROM {_FAULT} "  # noqa: S608
-    "WHERE station_id = ANY(%s::bigint[]) AND fault_type = ANY(%s::text[]) "
+    "WHERE station_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))::bigint[]) "
+    "AND fault_type = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))) "
     "AND state <> 'resolved'",
 )
 _READ_BOXES = Statement(
     "cgm_read_boxes",
     f"SELECT {_columns_of(_BOX_COLUMNS)} FROM {_BOX_STATUS} "  # noqa: S608
-    "WHERE box_id = ANY(%s::bigint[])",
+    "WHERE box_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))::bigint[])",
 )
 _READ_CONNECTORS = Statement(
     "cgm_read_connectors",
     f"SELECT {_columns_of(_CONNECTOR_COLUMNS)} FROM {_CONNECTOR_STATUS} "  # noqa: S608
-    "WHERE connector_id = ANY(%s::bigint[])",
+    "WHERE connector_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))::bigint[])",
 )
 
 
@@ -188,13 +191,13 @@ class PostgresState:
 
     def __init__(self, script: Script, wanted: Wanted):
         self._faults = script.add(
-            _READ_FAULTS, [list(wanted.station_ids), list(wanted.fault_types)]
+            _READ_FAULTS, [Jsonb(list(wanted.station_ids)), Jsonb(list(wanted.fault_types))]
         )
         self._boxes = self._connectors = None
         if wanted.box_ids:
-            self._boxes = script.add(_READ_BOXES, [list(wanted.box_ids)])
+            self._boxes = script.add(_READ_BOXES, [Jsonb(list(wanted.box_ids))])
         if wanted.connector_ids:
-            self._connectors = script.add(_READ_CONNECTORS, [list(wanted.connector_ids)])
+            self._connectors = script.add(_READ_CONNECTORS, [Jsonb(list(wanted.connector_ids))])
 
     def collect(self, results: list[list[tuple]]) -> CurrentState:
         return _state(
@@ -229,7 +232,10 @@ WHERE f.id = u.id
 # group, whatever changed (each part is a no-op on an empty list). psycopg dumps an
 # array parameter element by element in Python; the JSON is one C-encoded string
 # (measured: the write's parameters went from the largest single CPU cost of a small
-# group to a small one). Sent with the COMMIT.
+# group to a small one). Sent with the COMMIT. The updates also name their rows' ids as
+# an array: joined to the JSON alone, the (generic) plan scanned the whole faults and
+# stations tables, a cost that grows with the fault history, paid with the stations
+# locked; with the ids it reads them by their primary keys.
 _WRITE = Statement(
     "cgm_write_derived",
     f"""
@@ -241,7 +247,9 @@ fault_updates AS (
     FROM jsonb_to_recordset((SELECT j -> 'faults' FROM w)) AS u(
         id bigint, severity text, state text, occurrences int, first_seen timestamptz,
         last_seen timestamptz, resolved_by text, resolved_at timestamptz)
-    WHERE f.id = u.id
+    WHERE f.id = u.id AND f.id = ANY(ARRAY(
+        SELECT (x ->> 'id')::bigint FROM jsonb_array_elements((SELECT j -> 'faults' FROM w)) AS x
+    ))
 ),
 box_statuses AS (
     INSERT INTO {_BOX_STATUS} (box_id, status, since, last_seen)
@@ -266,7 +274,9 @@ connector_statuses AS (
 counters AS (
     UPDATE {_STATION} AS s SET log_seq = m.last
     FROM jsonb_to_recordset((SELECT j -> 'counters' FROM w)) AS m(id bigint, last bigint)
-    WHERE s.id = m.id
+    WHERE s.id = m.id AND s.id = ANY(ARRAY(
+        SELECT (x ->> 'id')::bigint FROM jsonb_array_elements((SELECT j -> 'counters' FROM w)) AS x
+    ))
 )
 INSERT INTO {_LOG} (station_id, seq, kind, data, created_at)
 SELECT e.s, e.q, e.k, e.d, now()
