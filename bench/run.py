@@ -395,7 +395,11 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
         poster = asyncio.ensure_future(post)
         await asyncio.sleep(args.duration * 0.5)
         steady = list(stats.latencies)
+        # Where the CPU went until all were back (the posts go on meanwhile): whether
+        # the storm is bound by this machine's cores, and whose.
+        storm_cpu = CpuMeter(stack.django_pids)
         storm_failed, storm_back = await reconnect_storm(stack.client_port, subs, stats, within=10)
+        storm_cpu = storm_cpu.report(len(subs), unit="reopen")
         await poster
     else:
         await post
@@ -431,7 +435,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
     if storm_failed is not None:
         line += (
             f" | reconnect storm: {len(subs)} within 10s, failed={storm_failed},"
-            f" all back in {storm_back:.1f}s"
+            f" all back in {storm_back:.1f}s, {storm_cpu}"
         )
     return line + failure_reasons(subs, stats)
 
