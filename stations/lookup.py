@@ -5,6 +5,12 @@ them once per event was a third of the ingest's queries. Found rows are kept for
 CACHE_SECONDS; a change in this process clears the cache at once (signals below),
 other processes see it within CACHE_SECONDS. Codes not found are never cached, so
 a newly registered station is accepted immediately.
+
+When the cache expires, the first lookup that misses reloads every key the cache held
+in the same query as its own: one query per cache and expiry. Loading each key again
+on its own next miss cost a query per station, box and connector every CACHE_SECONDS
+(1,500 ORM queries per 10 s in each worker at 500 stations, 7 % of the server's CPU in
+`bench/run.py multi`). A key that no longer exists is simply not loaded again.
 """
 
 import threading
@@ -16,37 +22,44 @@ from django.dispatch import receiver
 from stations.models import Box, Connector, Station
 
 CACHE_SECONDS = 10.0
+_LOAD_CHUNK = 2000
 
 _lock = threading.Lock()
 _expires = 0.0
 _stations: dict[str, Station] = {}
 _boxes: dict[str, list[Box]] = {}
 _connectors: dict[tuple[int, str], Connector] = {}
+# Each cache's keys when it last expired, reloaded with its next miss (id(cache): keys).
+_held_before: dict[int, set] = {}
 
 
 def _fresh() -> None:
     global _expires
     now = time.monotonic()
     if now >= _expires:
-        _stations.clear()
-        _boxes.clear()
-        _connectors.clear()
+        for cache in (_stations, _boxes, _connectors):
+            _held_before[id(cache)] = _held_before.get(id(cache), set()) | cache.keys()
+            cache.clear()
         _expires = now + CACHE_SECONDS
 
 
 def _cached(cache: dict, wanted: set, load) -> dict:
-    """The wanted keys found in `cache`, the rest loaded with load(missing) and kept.
+    """The wanted keys found in `cache`, the rest loaded with load(keys) and kept.
     Answers from what it read and loaded itself: another thread may clear the cache
     at any moment (expiry), and re-reading it afterwards would miss rows just loaded."""
     with _lock:
         _fresh()
         found = {key: cache[key] for key in wanted if key in cache}
-    missing = wanted - found.keys()
+        missing = wanted - found.keys()
+        reload = _held_before.pop(id(cache), set()) if missing else set()
     if missing:
-        loaded = load(missing)
+        keys = list(missing | reload)
+        loaded = {}
+        for start in range(0, len(keys), _LOAD_CHUNK):  # (SQLite's limit on parameters)
+            loaded.update(load(set(keys[start : start + _LOAD_CHUNK])))
         with _lock:
             cache.update(loaded)
-        found.update(loaded)
+        found.update((key, loaded[key]) for key in missing if key in loaded)
     return found
 
 
