@@ -12,10 +12,11 @@ each trip gives the GIL away. On a busy 2-core machine a thread gets it back onl
 the switch interval (5 ms) when others are running Python, and the group's stations
 stay locked meanwhile (measured in docs/PERFORMANCE.md, issue 11).
 
-Each statement is prepared once per connection (PREPARE, when CGM_PG_PREPARE is on,
-see `prepare_all`) and then sent as `EXECUTE name(values)`: planned once, not per
-group. Behind a pooler that does not keep prepared statements, CGM_PG_PREPARE=0 sends
-their text instead.
+Each statement is prepared once per connection (SQL's PREPARE, when CGM_PG_PREPARE is
+on, see `prepare_all`) and then sent as `EXECUTE name(values)`: planned once, not per
+group. Behind a pooler in transaction mode (PgBouncer, whatever its version: its
+prepared-statement support covers the protocol's, not SQL's PREPARE), CGM_PG_PREPARE=0
+sends their text instead.
 """
 
 import re
@@ -41,7 +42,7 @@ class Statement:
     sql: str
 
     def __post_init__(self):
-        if "%%" in self.sql or re.search(r"%s(?!::)", self.sql):
+        if re.search(r"%(?!s::)", self.sql):
             raise ValueError(f"{self.name}: every placeholder needs a cast, and no literal %")
         if _STATEMENTS.setdefault(self.name, self) is not self:
             raise ValueError(f"two statements named {self.name}")
@@ -58,8 +59,9 @@ class Statement:
 
 def prepare_all(pg: psycopg.Connection) -> None:
     """Prepare every statement on `pg`, once per connection. Called in autocommit,
-    outside any transaction; the query is one implicit transaction, so it prepares all
-    or none.
+    outside any transaction. A PREPARE outlives a rollback, so a query that failed part
+    way may have left some: DEALLOCATE ALL first makes the next attempt start clean
+    (Django prepares nothing on its connections, and psycopg's own preparing is off).
 
     With plan_cache_mode left at "auto", PostgreSQL re-plans a prepared statement for
     each new set of values whenever it guesses that pays, which for the ingest
@@ -70,7 +72,7 @@ def prepare_all(pg: psycopg.Connection) -> None:
         return
     pg.execute(
         "; ".join(
-            ["SET plan_cache_mode = force_generic_plan"]
+            ["DEALLOCATE ALL", "SET plan_cache_mode = force_generic_plan"]
             + [statement.prepare() for statement in _STATEMENTS.values()]
         )
     )
@@ -97,8 +99,17 @@ class Script:
 
     def run(self) -> list[list[tuple]]:
         """Each statement's rows (an empty list for those that return none)."""
+        if not self._texts:
+            return []
         cursor = psycopg.ClientCursor(self._pg)
-        cursor.execute("; ".join(self._texts), self._values)
+        try:
+            cursor.execute("; ".join(self._texts), self._values)
+        except psycopg.errors.InvalidSqlStatementName:
+            # The session lost its prepared statements (a pooler between us and the
+            # database, or a DISCARD): the next group prepares them again. This one
+            # fails, and is answered as any failed group.
+            _prepared.discard(self._pg)
+            raise
         results = []
         while True:
             # (Not `cursor.description`: it builds a Column for each column, for every

@@ -223,7 +223,7 @@ UPDATE {_FAULT} AS f SET severity = u.severity, state = u.state,
 FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[],
             %s::timestamptz[], %s::text[], %s::timestamptz[])
     AS u(id, severity, state, occurrences, first_seen, last_seen, resolved_by, resolved_at)
-WHERE f.id = u.id
+WHERE f.id = u.id AND f.id = ANY(%s::bigint[])
 """,  # noqa: S608
 )
 
@@ -314,11 +314,12 @@ def insert_new_faults_postgresql(pg: psycopg.Connection, derived: Derived) -> bo
 
 
 def _fault_updates(derived: Derived) -> list[list]:
-    return _columns([
+    columns = _columns([
         (f.pk, f.severity, f.state, f.occurrences, f.first_seen, f.last_seen,
          f.resolved_by, f.resolved_at)
         for f in derived.changed_faults.values()
     ], 8)  # fmt: skip
+    return [*columns, columns[0]]  # the ids once more, for the primary-key filter
 
 
 def add_writes_postgresql(

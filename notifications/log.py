@@ -113,7 +113,7 @@ def append_changes(changes) -> list[LiveEvent]:
 def write_changes(rows: list[tuple], last_seq: dict[int, int]) -> None:
     """The ingest's derived entries (number_changes), and each station's counter set to
     its last number. (PostgreSQL's ingest writes them in its one write statement:
-    faults/persist.py queue_writes_postgresql.)"""
+    faults/persist.py add_writes_postgresql.)"""
     if not rows:
         return
     with connection.cursor() as cursor:

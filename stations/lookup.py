@@ -16,6 +16,7 @@ on its own next miss cost a query per station, box and connector every CACHE_SEC
 import threading
 import time
 
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -55,8 +56,13 @@ def _cached(cache: dict, wanted: set, load) -> dict:
     if missing:
         keys = list(missing | reload)
         loaded = {}
-        for start in range(0, len(keys), _LOAD_CHUNK):  # (SQLite's limit on parameters)
-            loaded.update(load(set(keys[start : start + _LOAD_CHUNK])))
+        try:
+            for start in range(0, len(keys), _LOAD_CHUNK):  # (SQLite's limit on parameters)
+                loaded.update(load(set(keys[start : start + _LOAD_CHUNK])))
+        except BaseException:
+            with _lock:  # the next miss reloads them instead
+                _held_before[id(cache)] = _held_before.get(id(cache), set()) | reload
+            raise
         with _lock:
             cache.update(loaded)
         found.update((key, loaded[key]) for key in missing if key in loaded)
@@ -106,3 +112,7 @@ def clear() -> None:
 @receiver(post_delete, sender=Connector, dispatch_uid="lookup-connector-delete")
 def equipment_changed(**kwargs):
     clear()
+    # And once committed: a lookup between the change and its commit reloads (and
+    # keeps for CACHE_SECONDS) the rows as they were. Outside a transaction this
+    # second clear runs at once.
+    transaction.on_commit(clear)

@@ -16,6 +16,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, connections, transaction
 
+from cgm import pg_statements
 from faults.models import Fault
 from notifications.ingest.services import notification_ingest_group
 from notifications.ingest.validation import validate_events
@@ -289,11 +290,10 @@ def test_the_statements_are_prepared_once_per_connection():
             [events_for(make_event("ST001", id=f"prep-{n}"))], publish=lambda rows: None
         )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM pg_prepared_statements ORDER BY name")
-        names = [name for (name,) in cursor.fetchall()]
-        assert "cgm_ingest" in names
-        assert "cgm_write_derived" in names
-        assert len(names) == len(set(names))
+        cursor.execute("SELECT name FROM pg_prepared_statements")
+        names = {name for (name,) in cursor.fetchall()}
+        assert names == {statement.name for statement in pg_statements._STATEMENTS.values()}
+        assert {"cgm_ingest", "cgm_write_derived"} <= names
         cursor.execute("SHOW plan_cache_mode")
         assert cursor.fetchone()[0] == "force_generic_plan"
 
@@ -312,3 +312,52 @@ def test_without_prepared_statements_for_poolers_nothing_is_prepared_or_set(sett
         assert cursor.fetchone()[0] == 0
         cursor.execute("SHOW plan_cache_mode")
         assert cursor.fetchone()[0] == "auto"
+
+
+def _fresh_session():
+    connection.close()
+    connection.close_pool()  # a new session: nothing prepared on it yet
+
+
+def test_statements_left_by_a_prepare_that_failed_part_way_do_not_block_the_next_groups():
+    # A PREPARE outlives a rollback: one left behind must not fail every later attempt.
+    _fresh_session()
+    connection.ensure_connection()
+    connection.connection.execute("PREPARE cgm_read_faults AS SELECT 1")
+    result = notification_ingest_group(
+        [events_for(make_event("ST001", id="after-a-half-prepare"))], publish=lambda f: None
+    )
+    assert [s.created for s in result[0]] == [True]
+
+
+def test_a_session_that_lost_its_prepared_statements_fails_one_group_then_prepares_again():
+    notification_ingest_group([events_for(make_event("ST001", id="p1"))], publish=lambda f: None)
+    connection.connection.execute("DEALLOCATE ALL")  # as a pooler or a DISCARD would
+    with pytest.raises(Exception, match="does not exist"):
+        notification_ingest_group([events_for(make_event("ST001", id="p2"))], lambda f: None)
+    assert not Notification.objects.filter(message_id="p2").exists()
+    result = notification_ingest_group(
+        [events_for(make_event("ST001", id="p2"))], publish=lambda f: None
+    )
+    assert [s.created for s in result[0]] == [True]
+
+
+def test_a_failure_between_the_two_queries_rolls_back_and_leaves_the_connection_usable(
+    monkeypatch,
+):
+    from notifications.ingest import postgresql
+
+    def broken(*args):
+        raise RuntimeError("derivation failed")
+
+    monkeypatch.setattr(postgresql, "derive", broken)
+    with pytest.raises(RuntimeError, match="derivation failed"):
+        notification_ingest_group([events_for(make_event("ST001", id="mid"))], lambda f: None)
+    assert connection.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    # Nothing of the group stayed: not its notification, nor its number.
+    assert not Notification.objects.filter(message_id="mid").exists()
+    monkeypatch.undo()
+    stored = notification_ingest_group(
+        [events_for(make_event("ST001", id="next"))], publish=lambda f: None
+    )
+    assert stored[0][0].notification.seq == 1

@@ -92,6 +92,8 @@ def _one_transaction(pg: psycopg.Connection):
         with transaction.atomic():  # a savepoint: a raced id fails this group alone
             yield None, None
         return
+    if not connection.get_autocommit():
+        raise RuntimeError("the ingest begins its own transaction: autocommit must be on")
     # Django's connection is in autocommit here (no atomic block), so the transaction
     # is ours to begin and end. On any failure it is rolled back before the error goes
     # on (the connection stays usable; the group committer retries or answers 503).
@@ -145,7 +147,7 @@ _STATION = Station._meta.db_table
 #   inserted   the rows, numbered from each station's previous counter in arrival
 #              order (a notification is its own entry of the station's log).
 # The counters are moved on once, by the group's write statement at the end (after the
-# derived changes are numbered too: faults/persist.py queue_writes_postgresql).
+# derived changes are numbered too: faults/persist.py add_writes_postgresql).
 # An id that another process stores between this statement's snapshot and its insert
 # fails the unique index: the transaction rolls back whole, numbers included, and
 # notification_ingest_group runs it again, which then finds the row.
