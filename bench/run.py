@@ -435,7 +435,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
     if storm_failed is not None:
         line += (
             f" | reconnect storm: {len(subs)} within 10s, failed={storm_failed},"
-            f" all back in {storm_back:.1f}s, {storm_cpu}"
+            f" all back in {storm_back:.1f}s; meanwhile, posts included, {storm_cpu}"
         )
     return line + failure_reasons(subs, stats)
 
