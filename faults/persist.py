@@ -214,19 +214,6 @@ _NEW_FAULTS = Statement(
     "%s::text[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], "
     "%s::text[], %s::timestamptz[]) RETURNING id",
 )
-_FAULT_UPDATES = Statement(
-    "cgm_fault_updates",
-    f"""
-UPDATE {_FAULT} AS f SET severity = u.severity, state = u.state,
-    occurrences = u.occurrences, first_seen = u.first_seen, last_seen = u.last_seen,
-    resolved_by = u.resolved_by, resolved_at = u.resolved_at
-FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[],
-            %s::timestamptz[], %s::text[], %s::timestamptz[])
-    AS u(id, severity, state, occurrences, first_seen, last_seen, resolved_by, resolved_at)
-WHERE f.id = u.id AND f.id = ANY(%s::bigint[])
-""",  # noqa: S608
-)
-
 # The derivation's writes, and the derived log entries with the stations' counters, as
 # one statement, its rows in one JSON parameter: one statement and one parameter per
 # group, whatever changed (each part is a no-op on an empty list). psycopg dumps an
@@ -299,7 +286,9 @@ def insert_new_faults_postgresql(pg: psycopg.Connection, derived: Derived) -> bo
     script = Script(pg)
     updates_written = bool(derived.changed_faults)
     if updates_written:
-        script.add(_FAULT_UPDATES, _fault_updates(derived))
+        # The write statement with the fault updates alone (its other parts are no-ops
+        # on empty lists); add_writes_postgresql then leaves them out.
+        script.add(_WRITE, _write_values(faults=derived.changed_faults.values()))
     ids = script.add(
         _NEW_FAULTS,
         _columns([_fault_row(f) for f in derived.new_faults], len(_NEW_FAULT_COLUMNS)),
@@ -313,15 +302,6 @@ def insert_new_faults_postgresql(pg: psycopg.Connection, derived: Derived) -> bo
     return updates_written
 
 
-def _fault_updates(derived: Derived) -> list[list]:
-    columns = _columns([
-        (f.pk, f.severity, f.state, f.occurrences, f.first_seen, f.last_seen,
-         f.resolved_by, f.resolved_at)
-        for f in derived.changed_faults.values()
-    ], 8)  # fmt: skip
-    return [*columns, columns[0]]  # the ids once more, for the primary-key filter
-
-
 def add_writes_postgresql(
     script: Script,
     derived: Derived,
@@ -333,8 +313,22 @@ def add_writes_postgresql(
     number_changes) with each station's counter set to its last number."""
     if not last_seq:
         return  # nothing new was stored (every change follows a new notification)
-    faults = () if updates_written else derived.changed_faults.values()
-    script.add(_WRITE, [Jsonb({
+    script.add(
+        _WRITE,
+        _write_values(
+            faults=() if updates_written else derived.changed_faults.values(),
+            boxes=derived.changed_boxes.values(),
+            heard=derived.boxes_only_heard(),
+            connectors=derived.changed_connectors.values(),
+            counters=last_seq.items(),
+            log_rows=log_rows,
+        ),
+    )
+
+
+def _write_values(*, faults=(), boxes=(), heard=(), connectors=(), counters=(), log_rows=()):
+    """_WRITE's one parameter: its rows as one JSON document."""
+    return [Jsonb({
         "faults": [
             {"id": f.pk, "severity": f.severity, "state": f.state,
              "occurrences": f.occurrences, "first_seen": _iso(f.first_seen),
@@ -345,19 +339,16 @@ def add_writes_postgresql(
         "boxes": [
             {"box_id": s.box_id, "status": s.status, "since": _iso(s.since),
              "last_seen": _iso(s.last_seen)}
-            for s in derived.changed_boxes.values()
+            for s in boxes
         ],
-        "heard": [
-            {"box_id": box_id, "last_seen": _iso(at)}
-            for box_id, at in derived.boxes_only_heard()
-        ],
+        "heard": [{"box_id": box_id, "last_seen": _iso(at)} for box_id, at in heard],
         "connectors": [
             {"connector_id": s.connector_id, "status": s.status, "since": _iso(s.since)}
-            for s in derived.changed_connectors.values()
+            for s in connectors
         ],
-        "counters": [{"id": pk, "last": seq} for pk, seq in last_seq.items()],
+        "counters": [{"id": pk, "last": seq} for pk, seq in counters],
         "log": [{"s": st, "q": seq, "k": kind, "d": data} for st, seq, kind, data in log_rows],
-    })])  # fmt: skip
+    })]  # fmt: skip
 
 
 def _iso(value):

@@ -193,6 +193,22 @@ def test_open_clear_and_reopen_in_one_batch(post, reader, frames):
     assert [seq for _, _, seq, _ in frames] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_stored_fault_cleared_and_fired_again_in_one_batch(post, reader, frames):
+    # The stored fault's update (resolved) must be written before its successor is
+    # inserted: the unique index allows one unresolved fault per key.
+    post(fault_event(), fault_event())
+    post(fault_event(cleared=True), fault_event())
+
+    resolved = Fault.objects.get(state="resolved")
+    assert resolved.occurrences == 2
+    assert only_fault(reader)["occurrences"] == 1
+    assert only_fault(reader)["id"] != str(resolved.pk)
+    assert [(kind, data.get("state")) for _, kind, _, data in frames][-2:] == [
+        ("fault", "resolved"),
+        ("fault", "open"),
+    ]
+
+
 @pytest.mark.parametrize("fault_type", ["GENERAL", "GENERAL_NOTICE", "INFO", "NO_ERROR", "NoError"])
 def test_notices_open_nothing(post, reader, frames, fault_type):
     post(make_event("ST001", faultType=fault_type, action="GENERAL"))

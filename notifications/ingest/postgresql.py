@@ -60,7 +60,7 @@ def store_postgresql(
     rules = current_rules()
     with connection.wrap_database_errors, _one_transaction(pg) as (begin, commit):
         if begin:
-            prepare_all(pg)
+            prepare_all(pg)  # before the transaction: a PREPARE outlives a rollback
         reads = Script(pg)
         if begin:
             reads.add(begin)
