@@ -68,10 +68,13 @@ class Fault(models.Model):
                 name="one_unresolved_fault_per_key",
             ),
         ]
-        indexes = [
-            # The admin's and the console's lists: newest activity first.
-            models.Index(fields=["-last_seen", "-id"], name="fault_latest"),
-        ]
+        # No index on last_seen, although the admin lists by it: every raise moves it,
+        # and an indexed column that changes makes each raise a non-HOT update
+        # (PostgreSQL writes a new entry into every index of the table, six here).
+        # The ingest raises faults with the stations locked, so that cost was paid by
+        # every other writer too: the group's write statement took 4.9 against 2.9 ms
+        # for 100 raises with it (docs/PERFORMANCE.md, fifth session). The table holds
+        # one row per fault's life, not per event; the admin's list sorts it on demand.
 
     def __str__(self):
         where = "/".join(
