@@ -12,7 +12,8 @@ server) with a server whose HTTP factory builds the two classes below:
   in memory and never past the limit (CGM_INGEST_MAX_BODY_BYTES): a body that streams
   past it is cut off there and handed on at once, one byte over, so the application
   answers 413 as for any over-size body; the rest is never read and the connection
-  closes after the answer.
+  closes after the answer. Twisted's own parsing of form bodies into `request.args`
+  (which Daphne never reads) is off.
 - `BoundedChannel` (Twisted's `HTTPChannel`):
   - a request that declares a body over the limit, or that carries no credentials at
     all (no `Authorization`, `X-Api-Key` or cookie: nothing here accepts a body
@@ -68,6 +69,14 @@ def max_body_bytes() -> int:
 class BoundedRequest(WebRequest):
     cut_off = False
     received = 0
+
+    def __init__(self, *args, **kwargs):
+        # Twisted parses every POST body's Content-Type (through the email package, a
+        # tenth of a worker's CPU per single-event ingest in py-spy) and then the body
+        # of a form submission into `request.args`, which Daphne never reads: it hands
+        # the raw body to the application, and Django parses forms itself. Twisted's
+        # documented switch turns that off.
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
 
     def gotLength(self, length):
         # In memory, never a temporary file: no body here grows past max_body_bytes().

@@ -68,13 +68,15 @@ class Fault(models.Model):
                 name="one_unresolved_fault_per_key",
             ),
         ]
-        # No index on last_seen, although the admin lists by it: every raise moves it,
-        # and an indexed column that changes makes each raise a non-HOT update
-        # (PostgreSQL writes a new entry into every index of the table, six here).
+        # No index on last_seen, although the admin lists (and dates) faults by it:
+        # every raise moves it, and an indexed column that changes makes each raise a
+        # non-HOT update (PostgreSQL writes a new entry into every index of the table).
         # The ingest raises faults with the stations locked, so that cost was paid by
-        # every other writer too: the group's write statement took 4.9 against 2.9 ms
-        # for 100 raises with it (docs/PERFORMANCE.md, fifth session). The table holds
-        # one row per fault's life, not per event; the admin's list sorts it on demand.
+        # every other writer too: the group's write statement took 4.9 ms for 100
+        # raises with the index, 2.9 without (docs/PERFORMANCE.md, fifth session). The price:
+        # the admin's fault list sorts the whole table (one row per fault's life, not
+        # per event) for each page; the console and the API read unresolved faults or
+        # one fault by id, and never sort the table.
 
     def __str__(self):
         where = "/".join(

@@ -9,6 +9,7 @@ import json
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from faults.models import EventRule, Fault, SeverityRule
 from notifications.models import LogEntry, Notification
@@ -484,3 +485,40 @@ def test_the_log_reads_back_page_by_page_in_order_across_both_tables(post, page)
         kinds = [kind for c, _, kind in read if c == code]
         assert [(seq, kind) for c, seq, kind in read if c == code] == station_log(code)
         assert len(kinds) == station.log_seq
+
+
+# --- what a raise costs the database
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="PostgreSQL's heap-only updates: runs in the PostgreSQL pass of make test",
+)
+def test_raising_a_fault_is_a_heap_only_update_on_postgresql(post):
+    """A raise moves occurrences and lastSeen. With an index on either, PostgreSQL
+    writes a new entry into every index of the faults table for each raise, with the
+    stations locked (docs/PERFORMANCE.md, fifth session); without, the new row version
+    stays on its page and no index is touched (a HOT update).
+
+    pg_stat_xact_user_tables also holds this connection's counts not yet flushed from
+    earlier tests, and nothing is flushed inside the test's transaction: so the raises'
+    own counts are the difference across them."""
+
+    def fault_updates() -> tuple[int, int]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+                "WHERE relid = %s::regclass",
+                [Fault._meta.db_table],
+            )
+            return cursor.fetchone()
+
+    post(fault_event(timestamp="2026-11-28T10:00:00Z"))
+    updated_before, heap_only_before = fault_updates()
+    for minute in range(1, 4):
+        post(fault_event(timestamp=f"2026-11-28T10:0{minute}:00Z"))
+    updated, heap_only = fault_updates()
+
+    assert Fault.objects.get().occurrences == 4
+    assert updated - updated_before == 3
+    assert heap_only - heap_only_before == 3
