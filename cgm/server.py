@@ -44,7 +44,7 @@ from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from django.conf import settings
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, Request
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ def _check_assumptions() -> None:
         raise ImportError("daphne.server.Server.run no longer builds self.http_factory")
     if "req.gotLength(self.length)" not in headers:
         raise ImportError("twisted HTTPChannel.allHeadersReceived changed its body hand-off")
+    if "parsePOSTFormSubmission" not in inspect.signature(Request.__init__).parameters:
+        raise ImportError("twisted Request no longer takes parsePOSTFormSubmission")
 
 
 _check_assumptions()
@@ -181,6 +183,8 @@ class BoundedHTTPFactory(HTTPFactory):
         # written to Twisted's global log, which Daphne discards (below -v 2) or passes
         # on beside its own access log (--access-log, the one this project documents).
         # Formatting it took 3 % of a worker's CPU per single-event ingest (py-spy).
+        # (At -v 2 and above that line was also where a request's User-Agent and
+        # Referer appeared; Daphne's access log has neither.)
         return
 
     def buildProtocol(self, addr):

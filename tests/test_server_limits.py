@@ -44,27 +44,37 @@ def test_end_to_end_servers_run_the_bounded_server(server):
     assert "limits on: bodies <= 1048576 bytes" in server.log()
 
 
-def _received_form_post(request_class) -> dict:
+def _received_form_post(request_class) -> tuple[dict, bytes]:
     """What Twisted leaves in `request.args` for a form POST that `request_class` (a
-    Daphne request) received; the application is not called."""
+    Daphne request) received, and the body as the application will read it."""
+
+    class Held(request_class):
+        def process(self):
+            pass  # stop before Daphne hands the request to the application
+
     server = make_server()
     server.http_factory = HTTPFactory(server)
     server.connections = {}  # as Daphne's Server.run sets them up before it listens
     channel = server.http_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
     channel.transport = StringTransport()
-    request = request_class(channel)
-    request.process = lambda: None  # stop before Daphne hands it to the application
-    body = b"username=alice&password=pw"
+    request = Held(channel)
     request.requestHeaders.setRawHeaders(b"content-type", [b"application/x-www-form-urlencoded"])
-    request.gotLength(len(body))
-    request.handleContentChunk(body)
+    request.gotLength(len(FORM))
+    request.handleContentChunk(FORM)
     request.requestReceived(b"POST", b"/accounts/login/", b"HTTP/1.1")
-    return request.args
+    request.content.seek(0)  # as Daphne's process() does before it reads the body
+    return request.args, request.content.read()
+
+
+FORM = b"username=alice&password=pw"
 
 
 def test_twisted_leaves_post_bodies_to_the_application():
     # Daphne's own request class parses the form (through the email package, for every
     # POST with a Content-Type) into `args`, which nothing reads; the bounded one does
     # not. The body still reaches Django whole: the e2e logins post this very form.
-    assert _received_form_post(WebRequest) == {b"username": [b"alice"], b"password": [b"pw"]}
-    assert _received_form_post(cgm_server.BoundedRequest) == {}
+    assert _received_form_post(WebRequest) == (
+        {b"username": [b"alice"], b"password": [b"pw"]},
+        FORM,
+    )
+    assert _received_form_post(cgm_server.BoundedRequest) == ({}, FORM)
