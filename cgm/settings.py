@@ -301,6 +301,11 @@ else:
 GRIP_URLS = env_list("GRIP_URL", [])
 # Seconds between Pushpin's safety-net refetches of a held stream's next link.
 CGM_GRIP_REFRESH_SECONDS = env_int("CGM_GRIP_REFRESH_SECONDS", 600)
+# Largest body of one publish request to Pushpin. Pushpin refuses a body over its
+# push_in_http_max_body_size (1,000,000 bytes in deploy/pushpin/pushpin.conf.template),
+# and a publisher that fell behind sends everything queued at once: bigger ones are
+# split, in order (notifications/push/pushpin.py).
+CGM_PUSHPIN_PUBLISH_MAX_BYTES = env_int("CGM_PUSHPIN_PUBLISH_MAX_BYTES", 900_000)
 if GRIP_URLS:
     from gripcontrol import parse_grip_uri
 

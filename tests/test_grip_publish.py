@@ -17,6 +17,7 @@ from tests.server import free_port
 class PublishEndpoint:
     def __init__(self):
         self.bodies: list[dict] = []
+        self.sizes: list[int] = []
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -24,6 +25,7 @@ class PublishEndpoint:
 
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 length = int(self.headers["Content-Length"])
+                endpoint.sizes.append(length)
                 endpoint.bodies.append(json.loads(self.rfile.read(length)))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -78,4 +80,20 @@ def test_closing_a_callers_streams_reaches_every_node(nodes):
                     }
                 ]
             }
+        ]
+
+
+def test_a_publish_larger_than_pushpin_takes_goes_as_several_in_order(nodes, settings):
+    # A publisher that fell behind sends everything queued at once; Pushpin refuses a
+    # body over its push_in_http_max_body_size whole.
+    settings.CGM_PUSHPIN_PUBLISH_MAX_BYTES = 2_000
+    data = json.dumps({"message": "x" * 200})
+    grip.publish_to_pushpin([("ST001", "notification", data, seq) for seq in range(1, 41)])
+
+    for node in nodes:
+        assert len(node.bodies) > 1
+        assert max(node.sizes) <= 2_000
+        items = [item for body in node.bodies for item in body["items"]]
+        assert [(i["id"], i["prev-id"]) for i in items] == [
+            (str(seq), str(seq - 1)) for seq in range(1, 41)
         ]

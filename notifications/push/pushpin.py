@@ -1,6 +1,7 @@
 """Publishing to Pushpin (GRIP_URL set): what a committed event sends to every node.
 
-One request per committed ingest group, from the ingest's publisher thread in commit
+One request per committed ingest group (several, in order, past
+CGM_PUSHPIN_PUBLISH_MAX_BYTES), from the ingest's publisher thread in commit
 order (ingest/group_commit.py), with id = the station's seq and prev-id = seq - 1,
 contiguous per channel, so Pushpin delivers in order without calling back (DESIGN.md
 trap 8). The stream side (the hold instruction Django answers with) is
@@ -35,7 +36,8 @@ def principal_channel(principal: Principal) -> str:
 
 
 def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> None:
-    """Publish (channel, type, data, seq) in one request to Pushpin's publish endpoint.
+    """Publish (channel, type, data, seq) in one request to Pushpin's publish endpoint
+    (several, in order, past CGM_PUSHPIN_PUBLISH_MAX_BYTES: _bodies).
 
     One request per committed ingest group, from the ingest's publisher thread in
     commit order (group_commit.py): Pushpin gets each station's events in sequence
@@ -60,9 +62,33 @@ def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> None:
 def _publish(items: list[dict]) -> None:
     """One request to each Pushpin node's publish endpoint (GRIP_URL lists them), on
     this thread's keep-alive connections. A node that fails does not hold up the others."""
-    body = json.dumps({"items": items})
+    bodies = _bodies(items)
     for url in settings.GRIP_URLS:
-        _publish_to(url, body)
+        for body in bodies:
+            _publish_to(url, body)
+
+
+def _bodies(items: list[dict]) -> list[str]:
+    """The items as publish bodies of at most CGM_PUSHPIN_PUBLISH_MAX_BYTES, in order.
+    Pushpin refuses a larger body whole, and then every channel in it would wait out
+    Pushpin's message_wait (5 s) for the items it missed and recover from the log (a
+    publisher that fell behind merges everything queued). An item larger than the
+    limit goes alone (and is refused: its streams recover from the log)."""
+    limit = settings.CGM_PUSHPIN_PUBLISH_MAX_BYTES
+    empty = len(_BODY_START) + len(_BODY_END)
+    bodies, chunk, size = [], [], empty
+    for item in items:
+        encoded = json.dumps(item)  # ASCII: its length is its size in bytes
+        if chunk and size + 2 + len(encoded) > limit:  # 2: the ", " before it
+            bodies.append(chunk)
+            chunk, size = [], empty
+        size += (2 if chunk else 0) + len(encoded)
+        chunk.append(encoded)
+    bodies.append(chunk)
+    return [_BODY_START + ", ".join(chunk) + _BODY_END for chunk in bodies]
+
+
+_BODY_START, _BODY_END = '{"items": [', "]}"
 
 
 def _publish_to(url: str, body: str) -> None:
