@@ -75,10 +75,13 @@ def _bodies(items: list[dict]) -> list[str]:
     publisher that fell behind merges everything queued). An item larger than the
     limit goes alone (and is refused: its streams recover from the log)."""
     limit = settings.CGM_PUSHPIN_PUBLISH_MAX_BYTES
+    whole = json.dumps({"items": items})  # ASCII: its length is its size in bytes
+    if len(whole) <= limit:
+        return [whole]  # the usual case: one request, one encoding
     empty = len(_BODY_START) + len(_BODY_END)
     bodies, chunk, size = [], [], empty
     for item in items:
-        encoded = json.dumps(item)  # ASCII: its length is its size in bytes
+        encoded = json.dumps(item)
         if chunk and size + 2 + len(encoded) > limit:  # 2: the ", " before it
             bodies.append(chunk)
             chunk, size = [], empty
