@@ -17,9 +17,14 @@ django.setup(set_prefix=False)
 
 from cgm.doors import guarded  # noqa: E402 (needs the apps loaded)
 from notifications.ingest import door as ingest_door  # noqa: E402
+from notifications.push.pushpin_relay import relay  # noqa: E402
 from notifications.streams import door as stream_door  # noqa: E402
 
 _django = ASGIHandler()
+
+# Behind Pushpin (GRIP_URL): this process's relay thread, which publishes every
+# process's commits to Pushpin when it holds the relay's lock (pushpin_relay.py).
+relay.start()
 
 
 @guarded

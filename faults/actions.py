@@ -19,6 +19,7 @@ from notifications.ingest.write_lock import write_lock
 from notifications.log import append_changes
 from notifications.models import LogEntry
 from notifications.push.publish import publish_frames
+from notifications.push.pushpin_relay import announce
 from stations.models import Station
 
 
@@ -65,6 +66,7 @@ def act_on_fault(fault_id: int, action: str, actor: Actor, note: str | None = No
             note=note or "",
         )
         frames = append_changes([Change(station, LogEntry.Kind.FAULT.value, fault_data(fault))])
+        announce({station.pk: (station.code, frames[0].id, frames[-1].id)})
         transaction.on_commit(lambda: publish_frames(frames), robust=True)
     return fault
 

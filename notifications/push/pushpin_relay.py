@@ -1,0 +1,233 @@
+"""The Pushpin relay: every committed log entry reaches Pushpin in its station's order,
+whichever server process committed it.
+
+Why: Pushpin sequences each channel by `prev-id` (its handler's sequencer,
+src/handler/sequencer.cpp). When a stream's position conflicts with a publish, Pushpin
+forgets the channel's last id; an item that then arrives *after* its successor is held
+for `message_wait` (5 s) and delivered anyway, which moves the channel's last id back,
+so the items after it wait 5 s too. Each server process published its own commits, from
+its own thread, so two processes committing consecutive numbers of one station could
+reach Pushpin in the other order: 0-48 times in a 20 s run of the 2,000-stream
+benchmark, and in about a third of the runs some streams were 5-7 s late
+(docs/SCALING.md, "sixth session").
+
+How: one relay per database publishes everything.
+- A transaction that writes log entries announces them (each station's code and first
+  and last new numbers) with PostgreSQL's NOTIFY, which is delivered once it commits,
+  in commit order (`announce`; the ingest sends ANNOUNCE with its write statement).
+- Every server process runs a relay thread; the one holding the advisory lock is the
+  relay, the others wait on that lock and take over when the relay's connection ends
+  (its process died). The relay LISTENs, reads the announced entries from the log
+  (notifications/log.py `log_entries_after`, the reading a resuming stream gets) and
+  publishes them (pushpin.py) in the order announced.
+- So each channel has one publisher, which publishes its numbers in order. Order is
+  promised within a station (DESIGN.md): the relay publishes what it reads at once
+  station by station.
+- SQLite (the embedded size, one process): the process's own commits wake the relay.
+- What the relay does not publish (a failover's gap, a lost connection) Pushpin
+  recovers as any gap: when the station's next entry arrives, from the log.
+
+Only when GRIP_URL is set: without Pushpin nothing is announced or relayed.
+"""
+
+import json
+import logging
+import os
+import threading
+
+import psycopg
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+
+from cgm.pg_statements import Statement
+from notifications.log import log_entries_after
+from notifications.push.pushpin import publish_to_pushpin
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "cgm_log"
+# pg_advisory_lock's key: "CGMR" as a 32-bit number, only this relay uses it.
+RELAY_LOCK_KEY = 0x43474D52
+PAGE = 500  # entries per read of the log (one publish each)
+# NOTIFY takes at most 8,000 bytes: an announcement of more stations goes as several.
+_MAX_PAYLOAD = 7000
+RETRY_SECONDS = 1.0
+# How long the relay waits for a notification before checking its connection (and
+# whether it is stopping).
+LISTEN_TIMEOUT_SECONDS = 1.0
+
+ANNOUNCE = Statement("cgm_announce", f"SELECT pg_notify('{NOTIFY_CHANNEL}', %s::text)")
+
+
+Ranges = dict[int, tuple[str, int, int]]  # station pk -> (code, first, last number)
+
+
+def payloads(ranges: Ranges) -> list[str]:
+    """NOTIFY payloads for new entries: JSON lists of [pk, code, first, last], each
+    under NOTIFY's limit."""
+    out, chunk, size = [], [], 2
+    for pk, (code, first, last) in ranges.items():
+        entry = json.dumps([pk, code, first, last])
+        if chunk and size + len(entry) + 1 > _MAX_PAYLOAD:
+            out.append("[" + ",".join(chunk) + "]")
+            chunk, size = [], 2
+        chunk.append(entry)
+        size += len(entry) + 1
+    if chunk:
+        out.append("[" + ",".join(chunk) + "]")
+    return out
+
+
+def announce(ranges: Ranges) -> None:
+    """Inside the transaction that wrote these entries: tell the relay once it commits.
+    (The PostgreSQL ingest sends ANNOUNCE in its own write statement.)"""
+    if not settings.GRIP_URLS or not ranges:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for payload in payloads(ranges):
+                cursor.execute(ANNOUNCE.sql, [payload])
+    else:
+        transaction.on_commit(lambda: relay.wake(ranges), robust=True)
+
+
+class Relay:
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._pending: Ranges = {}  # announced, not published yet; in announcement order
+        self._leading = False  # this process is the relay
+        self._term = 0  # moves on each time it becomes the relay
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def start(self) -> None:
+        """Start this process's relay threads (once): the worker, and on PostgreSQL the
+        listener that waits to become the relay."""
+        with self._start_lock:
+            if self._threads or not settings.GRIP_URLS:
+                return
+            if connection.vendor == "postgresql":
+                self._threads.append(threading.Thread(target=self._listen, name="relay-listen"))
+            else:
+                self._leading = True  # SQLite: one process, its own relay
+            self._threads.append(threading.Thread(target=self._work, name="pushpin-relay"))
+            for thread in self._threads:
+                thread.daemon = True
+                thread.start()
+
+    def stop(self) -> None:
+        """Stop the threads (within a second or two) and give the relay's role up."""
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join()
+
+    def wake(self, ranges: Ranges) -> None:
+        """New entries to publish. A station's ranges arrive in its number order (one
+        relay, commit order), so they merge into one."""
+        with self._changed:
+            for pk, (code, first, last) in ranges.items():
+                known = self._pending.get(pk)
+                self._pending[pk] = (code, known[1], last) if known else (code, first, last)
+            self._changed.notify()
+
+    # The listener (PostgreSQL): the advisory lock makes one process the relay.
+
+    def _listen(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen_once()
+            except Exception:
+                logger.warning(
+                    "Pushpin relay: connection to the database lost; trying again in %s s",
+                    RETRY_SECONDS,
+                    exc_info=True,
+                )
+            with self._changed:
+                # No longer the relay: another process may be by now, and publishes
+                # what is announced from then on.
+                self._leading = False
+                self._pending.clear()
+            self._stopping.wait(RETRY_SECONDS)
+
+    def _listen_once(self) -> None:
+        params = connection.get_connection_params()
+        with psycopg.connect(**params, autocommit=True) as listener:
+            # Another process is the relay while it holds the lock: its session ends
+            # with its process, and then one of the others takes over.
+            while not listener.execute(
+                "SELECT pg_try_advisory_lock(%s)", [RELAY_LOCK_KEY]
+            ).fetchone()[0]:
+                if self._stopping.wait(RETRY_SECONDS):
+                    return
+            listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            with self._changed:
+                self._leading = True
+                self._term += 1
+            logger.info("Pushpin relay: this process (pid %s) publishes", os.getpid())
+            while not self._stopping.is_set():
+                for note in listener.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
+                    entries = json.loads(note.payload)
+                    self.wake({pk: (code, first, last) for pk, code, first, last in entries})
+                listener.execute("SELECT 1")  # a dead connection raises here
+
+    # The worker: reads what was announced and publishes it.
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not (self._pending and self._leading):
+                    if self._stopping.is_set():
+                        return
+                    self._changed.wait()
+                batch, self._pending = self._pending, {}
+                term = self._term
+            try:
+                publish_entries(batch)
+            except Exception:
+                logger.exception(
+                    "Pushpin relay: reading or publishing failed; trying again in %s s",
+                    RETRY_SECONDS,
+                )
+                connection.close()  # in case it is the connection that failed
+                self._stopping.wait(RETRY_SECONDS)
+                self._retry(batch, term)
+            finally:
+                # No connection kept between batches (the pool's, on PostgreSQL).
+                close_old_connections()
+
+    def _retry(self, batch: Ranges, term: int) -> None:
+        with self._changed:
+            if term != self._term:
+                return  # not the relay since: another one publishes
+            # Before what was announced since, which comes after it in every station.
+            merged = dict(batch)
+            for pk, (code, first, last) in self._pending.items():
+                merged[pk] = (code, merged[pk][1], last) if pk in merged else (code, first, last)
+            self._pending = merged
+
+
+def publish_entries(ranges: Ranges) -> None:
+    """Read these log entries and publish them, each station's in order."""
+    after = {pk: (code, first - 1) for pk, (code, first, _) in ranges.items()}
+    pks = {code: pk for pk, (code, _, _) in ranges.items()}
+    while after:
+        page = log_entries_after(after, PAGE)
+        # Entries past an announced range belong to a later announcement.
+        items = [i for i in page if i.seq <= ranges[pks[i.station_code]][2]]
+        if items:
+            publish_to_pushpin([(i.station_code, i.kind, i.data, i.seq) for i in items])
+        if len(page) < PAGE:
+            return
+        for item in page:  # each station's entries in a page are a run from its position
+            after[pks[item.station_code]] = (item.station_code, item.seq)
+        after = {pk: position for pk, position in after.items() if position[1] < ranges[pk][2]}
+
+
+relay = Relay()

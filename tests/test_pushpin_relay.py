@@ -1,0 +1,170 @@
+"""The Pushpin relay (notifications/push/pushpin_relay.py) on PostgreSQL: whichever
+connection commits a station's entries, Pushpin gets them from one relay, in the
+station's order, once.
+
+Real PostgreSQL (the relay LISTENs, and takes its role with an advisory lock), real
+commits on several connections; Pushpin's publish endpoint is a stand-in that records
+what it gets (tests/test_grip_publish.py). These run in the PostgreSQL pass of `make
+test`.
+"""
+
+import threading
+import time
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, connections, transaction
+
+from notifications.ingest.services import notification_ingest
+from notifications.ingest.validation import validate_events
+from notifications.push import pushpin as grip
+from notifications.push.pushpin_relay import Relay
+from tests.conftest import make_event
+from tests.test_grip_publish import PublishEndpoint
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql",
+        reason="the relay LISTENs on PostgreSQL: runs in the PostgreSQL pass of make test",
+    ),
+]
+
+STATION = "ST001"
+
+
+@pytest.fixture(autouse=True)
+def stations():
+    call_command("demo_data", stations=2, stdout=open("/dev/null", "w"))  # noqa: SIM115
+
+
+@pytest.fixture
+def node(settings):
+    endpoint = PublishEndpoint()
+    settings.GRIP_URLS = [endpoint.url]
+    grip._connections.by_url = {}
+    yield endpoint
+    endpoint.stop()
+    grip._connections.by_url = {}
+
+
+def start_relays(count: int) -> list[Relay]:
+    relays = [Relay() for _ in range(count)]
+    for relay in relays:
+        relay.start()
+    deadline = time.monotonic() + 10
+    while not any(relay.leading for relay in relays):
+        assert time.monotonic() < deadline, "no relay took the role"
+        time.sleep(0.05)
+    return relays
+
+
+@pytest.fixture
+def relays(node):
+    started: list[Relay] = []
+
+    def start(count: int = 1) -> list[Relay]:
+        started.extend(start_relays(count))
+        return started
+
+    yield start
+    for relay in started:
+        relay.stop()
+
+
+def ingest(*raw_events):
+    events, errors = validate_events(list(raw_events), batch=True)
+    assert not errors
+    return notification_ingest(events=events)
+
+
+def published(node: PublishEndpoint, channel: str, count: int, timeout: float = 10) -> list:
+    """The items the node got for `channel`, once it has `count` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = [
+            item
+            for body in list(node.bodies)
+            for item in body["items"]
+            if item["channel"] == channel
+        ]
+        if len(items) >= count or time.monotonic() > deadline:
+            return items
+        time.sleep(0.05)
+
+
+def test_a_committer_that_is_slow_after_its_commit_cannot_reorder_a_station(node, relays):
+    relays()
+    # A commits ST001's first event (entries 1 and 2) and is then slow (a busy process:
+    # its own work after the commit is delayed). B's event for ST001 waits for A's
+    # lock, and commits right after A.
+    written = threading.Event()
+    errors = []
+
+    def committer_a():
+        try:
+            with transaction.atomic():
+                transaction.on_commit(lambda: time.sleep(1.0))  # runs before A's own
+                ingest(make_event(STATION))
+                written.set()
+                time.sleep(0.5)  # B is waiting for the station's lock meanwhile
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            written.set()
+            connections.close_all()
+
+    def committer_b():
+        try:
+            written.wait()
+            ingest(make_event(STATION))
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=committer_a), threading.Thread(target=committer_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+    items = published(node, f"events-{STATION}", 4)
+    # Each event is a notification and the fault it raised: four entries, in order.
+    assert [(item["id"], item["prev-id"]) for item in items] == [
+        ("1", "0"),
+        ("2", "1"),
+        ("3", "2"),
+        ("4", "3"),
+    ]
+
+
+def test_one_relay_publishes_whatever_many_processes_run_one(node, relays):
+    running = relays(3)
+    assert sum(relay.leading for relay in running) == 1
+
+    for _ in range(3):
+        ingest(make_event(STATION), make_event("ST002"))
+    time.sleep(0.5)  # anything a second relay would have sent is in by then
+
+    for channel in (f"events-{STATION}", "events-ST002"):
+        items = published(node, channel, 6)
+        assert [item["id"] for item in items] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_when_the_relay_stops_another_process_takes_over(node, relays):
+    first, second = relays(2)
+    leader, standby = (first, second) if first.leading else (second, first)
+    ingest(make_event(STATION))
+    assert [item["id"] for item in published(node, f"events-{STATION}", 2)] == ["1", "2"]
+
+    leader.stop()  # as its process ending would: its session, and the lock, go
+    deadline = time.monotonic() + 10
+    while not standby.leading:
+        assert time.monotonic() < deadline, "the standby did not take over"
+        time.sleep(0.05)
+
+    ingest(make_event(STATION))
+    items = published(node, f"events-{STATION}", 4)
+    assert [item["id"] for item in items] == ["1", "2", "3", "4"]
