@@ -303,9 +303,13 @@ GRIP_URLS = env_list("GRIP_URL", [])
 CGM_GRIP_REFRESH_SECONDS = env_int("CGM_GRIP_REFRESH_SECONDS", 600)
 # Largest body of one publish request to Pushpin. Pushpin refuses a body over its
 # push_in_http_max_body_size (1,000,000 bytes in deploy/pushpin/pushpin.conf.template),
-# and a publisher that fell behind sends everything queued at once: bigger ones are
-# split, in order (notifications/push/pushpin.py).
+# and a relay that fell behind reads a page of entries at once: bigger ones are split,
+# in order (notifications/push/pushpin.py).
 CGM_PUSHPIN_PUBLISH_MAX_BYTES = env_int("CGM_PUSHPIN_PUBLISH_MAX_BYTES", 900_000)
+# The Pushpin relay's own database connection (notifications/push/pushpin_relay.py):
+# it LISTENs and holds a session advisory lock, which a pooler in transaction mode
+# (PgBouncer) does not carry. Empty: DATABASE_URL's database, connected directly.
+CGM_RELAY_DATABASE_URL = env_str("CGM_RELAY_DATABASE_URL", "")
 if GRIP_URLS:
     from gripcontrol import parse_grip_uri
 

@@ -168,3 +168,26 @@ def test_when_the_relay_stops_another_process_takes_over(node, relays):
     ingest(make_event(STATION))
     items = published(node, f"events-{STATION}", 4)
     assert [item["id"] for item in items] == ["1", "2", "3", "4"]
+
+
+def test_the_relay_takes_the_connection_it_is_given(node, relays, settings):
+    # Behind a pooler in transaction mode, which does not carry LISTEN, the relay is
+    # given a direct connection of its own (CGM_RELAY_DATABASE_URL).
+    db = connection.settings_dict
+    settings.CGM_RELAY_DATABASE_URL = (
+        f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/no_such_database"
+    )
+    lost = Relay()
+    lost.start()
+    try:
+        time.sleep(1.5)
+        assert not lost.leading  # it really connects where the setting says
+    finally:
+        lost.stop()
+
+    settings.CGM_RELAY_DATABASE_URL = (
+        f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    )
+    relays()
+    ingest(make_event(STATION))
+    assert [item["id"] for item in published(node, f"events-{STATION}", 2)] == ["1", "2"]

@@ -44,9 +44,9 @@ class _Request:
 class _Publisher:
     """Publishes committed groups on a thread of its own, in commit order (one thread,
     first in first out), so the writer goes on to the next group at once. Whatever
-    queued up while it was publishing goes out together: one Pushpin publish and one
-    Redis message however far behind it fell, so it catches up instead of falling
-    further behind (a publish to Pushpin is an HTTP round trip)."""
+    queued up while it was publishing goes out together: one Redis message however far
+    behind it fell, so it catches up instead of falling further behind. (Pushpin gets
+    them from the relay, push/pushpin_relay.py.)"""
 
     def __init__(self):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()

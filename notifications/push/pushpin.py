@@ -1,11 +1,10 @@
-"""Publishing to Pushpin (GRIP_URL set): what a committed event sends to every node.
+"""Publishing to Pushpin (GRIP_URL set): the request the relay sends every node.
 
-One request per committed ingest group (several, in order, past
-CGM_PUSHPIN_PUBLISH_MAX_BYTES), from the ingest's publisher thread in commit
-order (ingest/group_commit.py), with id = the station's seq and prev-id = seq - 1,
-contiguous per channel, so Pushpin delivers in order without calling back (DESIGN.md
-trap 8). The stream side (the hold instruction Django answers with) is
-notifications/streams/pushpin.py.
+One request per batch the relay (pushpin_relay.py) reads from the log (several, in
+order, past CGM_PUSHPIN_PUBLISH_MAX_BYTES), with id = the station's seq and prev-id =
+seq - 1, contiguous per channel and from one publisher, so Pushpin delivers in order
+without calling back (DESIGN.md trap 8). The stream side (the hold instruction Django
+answers with) is notifications/streams/pushpin.py.
 """
 
 import http.client
@@ -39,11 +38,10 @@ def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> None:
     """Publish (channel, type, data, seq) in one request to Pushpin's publish endpoint
     (several, in order, past CGM_PUSHPIN_PUBLISH_MAX_BYTES: _bodies).
 
-    One request per committed ingest group, from the ingest's publisher thread in
-    commit order (group_commit.py): Pushpin gets each station's events in sequence
-    order (no prev-id gaps, no recovery calls), and a batch of 100 costs one round
-    trip, not 100. On failure nothing is lost: Pushpin sees the gap at the station's
-    next event and recovers from the log.
+    Called by the relay (pushpin_relay.py), the one publisher of every channel: Pushpin
+    gets each station's entries in sequence order (no prev-id gaps, no recovery
+    calls), and a batch costs one round trip, not one per entry. On failure nothing is
+    lost: Pushpin sees the gap at the station's next entry and recovers from the log.
     """
     items = []
     for channel, event_type, data, seq in events:
@@ -72,7 +70,7 @@ def _bodies(items: list[dict]) -> list[str]:
     """The items as publish bodies of at most CGM_PUSHPIN_PUBLISH_MAX_BYTES, in order.
     Pushpin refuses a larger body whole, and then every channel in it would wait out
     Pushpin's message_wait (5 s) for the items it missed and recover from the log (a
-    publisher that fell behind merges everything queued). An item larger than the
+    relay that fell behind reads a page of up to 500 entries at once). An item larger than the
     limit goes alone (and is refused: its streams recover from the log)."""
     limit = settings.CGM_PUSHPIN_PUBLISH_MAX_BYTES
     whole = json.dumps({"items": items})  # ASCII: its length is its size in bytes

@@ -98,6 +98,7 @@ class Relay:
         self._leading = False  # this process is the relay
         self._term = 0  # moves on each time it becomes the relay
         self._stopping = threading.Event()
+        self._outage = False  # the listener's connection failed, and is not back yet
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
 
@@ -144,11 +145,14 @@ class Relay:
             try:
                 self._listen_once()
             except Exception:
-                logger.warning(
-                    "Pushpin relay: connection to the database lost; trying again in %s s",
+                # Once per outage at WARNING (the rest at DEBUG): it tries every second.
+                logger.log(
+                    logging.DEBUG if self._outage else logging.WARNING,
+                    "Pushpin relay: no connection to the database; trying again every %s s",
                     RETRY_SECONDS,
                     exc_info=True,
                 )
+                self._outage = True
             with self._changed:
                 # No longer the relay: another process may be by now, and publishes
                 # what is announced from then on.
@@ -156,9 +160,16 @@ class Relay:
                 self._pending.clear()
             self._stopping.wait(RETRY_SECONDS)
 
+    def _connect(self) -> psycopg.Connection:
+        if settings.CGM_RELAY_DATABASE_URL:
+            return psycopg.connect(settings.CGM_RELAY_DATABASE_URL, autocommit=True)
+        return psycopg.connect(**connection.get_connection_params(), autocommit=True)
+
     def _listen_once(self) -> None:
-        params = connection.get_connection_params()
-        with psycopg.connect(**params, autocommit=True) as listener:
+        with self._connect() as listener:
+            if self._outage:
+                self._outage = False
+                logger.warning("Pushpin relay: connected to the database again")
             # Another process is the relay while it holds the lock: its session ends
             # with its process, and then one of the others takes over.
             while not listener.execute(
