@@ -310,6 +310,10 @@ CGM_PUSHPIN_PUBLISH_MAX_BYTES = env_int("CGM_PUSHPIN_PUBLISH_MAX_BYTES", 900_000
 # it LISTENs and holds a session advisory lock, which a pooler in transaction mode
 # (PgBouncer) does not carry. Empty: DATABASE_URL's database, connected directly.
 CGM_RELAY_DATABASE_URL = env_str("CGM_RELAY_DATABASE_URL", "")
+# Seconds a server process waits, without a Pushpin relay, before its own standby
+# takes the role (notifications/push/pushpin_relay.py): the relay is normally a
+# process of its own, `manage.py pushpin_relay`.
+CGM_RELAY_STANDBY_SECONDS = env_float("CGM_RELAY_STANDBY_SECONDS", 5.0)
 if GRIP_URLS:
     from gripcontrol import parse_grip_uri
 

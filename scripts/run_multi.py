@@ -8,7 +8,9 @@ sockets, so no load balancer process is in the path. (One shared socket let whic
 worker woke first take every connection: under load one core did all the work.) A
 restarted worker inherits its predecessor's socket, so nothing queued on it is lost. Needs
 REDIS_URL (fan-out between the workers) and normally DATABASE_URL (PostgreSQL).
-A worker that dies is started again; Ctrl-C or SIGTERM stops them all.
+Behind Pushpin (GRIP_URL set, PostgreSQL) it also runs the Pushpin relay, `manage.py
+pushpin_relay`, a process of its own (notifications/push/pushpin_relay.py says why).
+A worker or relay that dies is started again; Ctrl-C or SIGTERM stops them all.
 """
 
 import argparse
@@ -21,6 +23,11 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _postgresql(url: str | None) -> bool:
+    return bool(url) and url.split(":", 1)[0] in ("postgres", "postgresql", "pgsql")
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -55,10 +62,19 @@ def main() -> int:
             pass_fds=[fd],
         )
 
+    def spawn_relay() -> subprocess.Popen | None:
+        if not (os.environ.get("GRIP_URL") and _postgresql(os.environ.get("DATABASE_URL"))):
+            return None
+        return subprocess.Popen([sys.executable, "manage.py", "pushpin_relay"], cwd=ROOT)
+
+    # The relay first: the workers' standbys then find its role taken.
+    relay = spawn_relay()
     workers = [spawn(index) for index in range(args.workers)]
+    processes = workers + ([relay] if relay else [])
     print(
-        f"run_multi: {args.workers} Daphne workers on http://{args.host}:{args.port}/ "
-        f"(pids {' '.join(str(w.pid) for w in workers)})",
+        f"run_multi: {args.workers} Daphne workers on http://{args.host}:{args.port}/"
+        f"{' and the Pushpin relay' if relay else ''} "
+        f"(pids {' '.join(str(p.pid) for p in processes)})",
         flush=True,
     )
 
@@ -76,9 +92,12 @@ def main() -> int:
             if worker.poll() is not None and not stopping:
                 print(f"run_multi: worker {worker.pid} exited ({worker.returncode}); restarting")
                 workers[index] = spawn(index)
-    for worker in workers:
+        if relay is not None and relay.poll() is not None and not stopping:
+            print(f"run_multi: relay {relay.pid} exited ({relay.returncode}); restarting")
+            relay = spawn_relay()
+    for worker in workers + ([relay] if relay else []):
         worker.terminate()
-    for worker in workers:
+    for worker in workers + ([relay] if relay else []):
         try:
             worker.wait(10)
         except subprocess.TimeoutExpired:
