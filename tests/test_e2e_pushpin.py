@@ -302,3 +302,91 @@ def test_heartbeat_1_behind_pushpin_sends_heartbeat_events_also_after_its_next_l
     finally:
         pushpin.stop()
         server.stop()
+
+
+@pytest.fixture
+def pushpin_multi(tmp_path, pg_database):
+    """The Pushpin size as deployed on one machine: scripts/run_multi.py (two Daphne
+    workers and the Pushpin relay) on PostgreSQL and Redis, behind Pushpin."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.server import ROOT, free_port
+    from tests.services import RedisServer
+
+    redis = RedisServer().start()
+    port = free_port()
+    pushpin = PushpinServer(tmp_path, origins=[port], log_level=3)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "cgm.settings",
+        "DATABASE_URL": pg_database.url,
+        "REDIS_URL": redis.url,
+        "GRIP_URL": pushpin.grip_url,
+        "DEBUG": "0",
+        "SECRET_KEY": "e2e-test-secret",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "CGM_ALLOW_PLAIN_HTTP": "1",
+    }
+    launcher = subprocess.Popen(
+        [sys.executable, "scripts/run_multi.py", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = launcher.stdout.readline()
+        pids = [int(p) for p in banner.split("(pids ")[1].rstrip(")\n").split()]
+        headers = {"Authorization": f"Bearer {pg_database.subscribe_key}"}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "run_multi did not answer"
+                time.sleep(0.2)
+        pushpin.start(probe_headers=headers)
+        yield pushpin, port, banner, pids, pg_database
+    finally:
+        pushpin.stop()
+        launcher.terminate()
+        launcher.wait(20)
+        redis.stop()
+
+
+def test_every_workers_commits_reach_pushpin_from_one_relay_in_order(pushpin_multi):
+    pushpin, port, banner, pids, database = pushpin_multi
+    assert "and the Pushpin relay" in banner
+    headers = {"Authorization": f"Bearer {database.subscribe_key}"}
+    stream = SSEStream(f"{pushpin.url}/api/sse/?station={A}&station={B}", headers=headers)
+    stream.next_of("stream-open")
+    time.sleep(1.5)  # Pushpin's refresh one second after a channel's first subscriber
+
+    def post_from_both_workers(count: int) -> None:
+        # A new connection for each post: the kernel spreads them over both workers.
+        events = [make_event(A if n % 2 else B) for n in range(count)]
+        for event in events:
+            posted = httpx.post(
+                f"http://127.0.0.1:{port}/api/event",
+                json=event,
+                headers={"Authorization": f"Bearer {database.ingest_key}"},
+            )
+            assert posted.status_code == 201
+
+    post_from_both_workers(20)
+    frames = stream.collect_log(40, timeout=15)  # each event and the fault it raised
+    assert positions_per_station(frames) == {A: list(range(1, 21)), B: list(range(1, 21))}
+    assert sequence_gaps(pushpin) == 0  # in order: Pushpin never had to recover
+
+    # The relay process dies (the last pid: run_multi starts it after the workers'
+    # listing); run_multi starts another, or a worker's standby takes the role.
+    import os
+    import signal
+
+    os.kill(pids[-1], signal.SIGKILL)
+    post_from_both_workers(4)
+    frames = stream.collect_log(8, timeout=30)
+    assert positions_per_station(frames) == {A: list(range(21, 25)), B: list(range(21, 25))}

@@ -126,6 +126,18 @@ def close_streams_of(principals) -> None:
         _publish(items)
 
 
+def hint_streams_of(station_codes) -> None:
+    """Make every stream Pushpin holds on these stations read the log through its next
+    link (Pushpin's `hint` action): what was committed without reaching Pushpin (a
+    relay's failover, pushpin_relay.py) reaches them from there."""
+    items = [
+        {"channel": channel_name(code), "formats": {"http-stream": {"action": "hint"}}}
+        for code in station_codes
+    ]
+    if items:
+        _publish(items)
+
+
 def _publish_connection(url: str) -> http.client.HTTPConnection:
     if not hasattr(_connections, "by_url"):
         _connections.by_url = {}
