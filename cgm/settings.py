@@ -308,7 +308,8 @@ CGM_GRIP_REFRESH_SECONDS = env_int("CGM_GRIP_REFRESH_SECONDS", 600)
 CGM_PUSHPIN_PUBLISH_MAX_BYTES = env_int("CGM_PUSHPIN_PUBLISH_MAX_BYTES", 900_000)
 # The Pushpin relay's own database connection (notifications/push/pushpin_relay.py):
 # it LISTENs and holds a session advisory lock, which a pooler in transaction mode
-# (PgBouncer) does not carry. Empty: DATABASE_URL's database, connected directly.
+# (PgBouncer) does not carry: set it to reach PostgreSQL itself when DATABASE_URL goes
+# through one (the relay checks, and says so). Empty: where DATABASE_URL points.
 CGM_RELAY_DATABASE_URL = env_str("CGM_RELAY_DATABASE_URL", "")
 # Seconds a server process waits, without a Pushpin relay, before its own standby
 # takes the role (notifications/push/pushpin_relay.py): the relay is normally a

@@ -137,11 +137,15 @@ def _write_entries(rows: list[tuple[int, int, str, str]], created_at) -> None:
         )
 
 
-def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[LogItem]:
+def log_entries_after(
+    after: dict[int, tuple[str, int]], limit: int, through: dict[int, int] | None = None
+) -> list[LogItem]:
     """Entries past each station's position, in each station's order: `limit` of them
     when that many remain (the whole page is one write to a client, bounded like every
     write). Callers read page after page until a page comes back short. `after` maps
-    station pk to (code, seq); the code is what the items carry.
+    station pk to (code, seq); the code is what the items carry. `through` (station pk
+    to seq) stops each station there: the Pushpin relay reads exactly what was announced
+    to it, all committed, so its pages have no holes.
 
     The log is two tables numbered from one counter (models.LogEntry): each is read in
     (station, seq) order up to `limit`, and the merge is cut where the first cut list
@@ -163,18 +167,18 @@ def log_entries_after(after: dict[int, tuple[str, int]], limit: int) -> list[Log
     """
     if not after:
         return []
-    items, starts_late = _merged_page(after, limit)
+    items, starts_late = _merged_page(after, limit, through)
     if starts_late:
         with consistent_read():
-            items, _ = _merged_page(after, limit)
+            items, _ = _merged_page(after, limit, through)
     return items
 
 
-def _merged_page(after, limit: int) -> tuple[list[LogItem], bool]:
+def _merged_page(after, limit: int, through) -> tuple[list[LogItem], bool]:
     """One read of both tables, merged; and whether a station's entries start past
     its position (a hole before the first)."""
-    changes = _changes_after(after, limit)
-    notifications = _notifications_after(after, limit)
+    changes = _changes_after(after, limit, through)
+    notifications = _notifications_after(after, limit, through)
     complete_to = min(
         ((rows[-1][0], rows[-1][1]) for rows in (notifications, changes) if len(rows) >= limit),
         default=None,
@@ -219,15 +223,21 @@ def consistent_read():
             yield
 
 
-def _after_condition(after: dict[int, tuple[str, int]], table: str) -> tuple[str, list]:
-    """WHERE text and parameters: each station's entries past its position."""
-    condition = " OR ".join([f"({table}.station_id = %s AND {table}.seq > %s)"] * len(after))
-    return condition, [value for pk, (_, seq) in after.items() for value in (pk, seq)]
+def _after_condition(after: dict[int, tuple[str, int]], table: str, through) -> tuple[str, list]:
+    """WHERE text and parameters: each station's entries past its position (and, with
+    `through`, up to its number there)."""
+    if through is None:
+        condition = f"({table}.station_id = %s AND {table}.seq > %s)"
+        params = [value for pk, (_, seq) in after.items() for value in (pk, seq)]
+    else:
+        condition = f"({table}.station_id = %s AND {table}.seq > %s AND {table}.seq <= %s)"
+        params = [v for pk, (_, seq) in after.items() for v in (pk, seq, through[pk])]
+    return " OR ".join([condition] * len(after)), params
 
 
-def _changes_after(after, limit: int) -> list[tuple[int, int, str, str]]:
+def _changes_after(after, limit: int, through=None) -> list[tuple[int, int, str, str]]:
     """(station, seq, kind, data) of the log's changes, in (station, seq) order."""
-    condition, params = _after_condition(after, _LOG)
+    condition, params = _after_condition(after, _LOG, through)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT station_id, seq, kind, data FROM {_LOG} WHERE {condition} "  # noqa: S608
@@ -237,11 +247,11 @@ def _changes_after(after, limit: int) -> list[tuple[int, int, str, str]]:
         return cursor.fetchall()
 
 
-def _notifications_after(after, limit: int) -> list[tuple[int, int, str, tuple]]:
+def _notifications_after(after, limit: int, through=None) -> list[tuple[int, int, str, tuple]]:
     """(station, seq, "notification", (row, box code, connector code)) of the log's
     notifications, in (station, seq) order. raw(): the model's own conversions (times,
     JSON) on every backend, without building a query."""
-    condition, params = _after_condition(after, "n")
+    condition, params = _after_condition(after, "n", through)
     rows = Notification.objects.raw(
         f"SELECT {_NOTIFICATION_COLUMNS}, b.code AS box_code, c.code AS connector_code "  # noqa: S608
         f"FROM {_NOTIFICATION} AS n LEFT JOIN {_BOX} AS b ON b.id = n.box_id "

@@ -366,15 +366,19 @@ def test_every_workers_commits_reach_pushpin_from_one_relay_in_order(pushpin_mul
     time.sleep(1.5)  # Pushpin's refresh one second after a channel's first subscriber
 
     def post_from_both_workers(count: int) -> None:
-        # A new connection for each post: the kernel spreads them over both workers.
-        events = [make_event(A if n % 2 else B) for n in range(count)]
-        for event in events:
-            posted = httpx.post(
+        # Four posters at once, a new connection for each post: the kernel spreads them
+        # over both workers, which commit consecutive numbers of a station in turn.
+        from concurrent.futures import ThreadPoolExecutor
+
+        def post(n: int) -> int:
+            return httpx.post(
                 f"http://127.0.0.1:{port}/api/event",
-                json=event,
+                json=make_event(A if n % 2 else B),
                 headers={"Authorization": f"Bearer {database.ingest_key}"},
-            )
-            assert posted.status_code == 201
+            ).status_code
+
+        with ThreadPoolExecutor(4) as posters:
+            assert set(posters.map(post, range(count))) == {201}
 
     post_from_both_workers(20)
     frames = stream.collect_log(40, timeout=15)  # each event and the fault it raised

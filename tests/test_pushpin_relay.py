@@ -203,3 +203,35 @@ def test_the_relay_takes_the_connection_it_is_given(node, relays, settings):
     relays()
     ingest(make_event(STATION))
     assert [item["id"] for item in published(node, f"events-{STATION}", 2)] == ["1", "2"]
+
+
+def test_the_relay_reads_an_announcement_page_by_page_and_nothing_past_it(node, monkeypatch):
+    from notifications.push import pushpin_relay
+    from stations.models import Station
+
+    for _ in range(7):
+        ingest(make_event(STATION))  # entries 1-14
+    for _ in range(5):
+        ingest(make_event("ST002"))  # entries 1-10
+    a, b = Station.objects.get(code=STATION), Station.objects.get(code="ST002")
+    monkeypatch.setattr(pushpin_relay, "PAGE", 3)
+
+    pushpin_relay.publish_entries({a.pk: (a.code, 3, 10), b.pk: (b.code, 1, 10)})
+
+    for channel, expected in ((f"events-{STATION}", range(3, 11)), ("events-ST002", range(1, 11))):
+        items = published(node, channel, len(expected))
+        assert [int(item["id"]) for item in items] == list(expected)
+
+
+def test_an_announcement_of_many_stations_goes_as_several_notifications():
+    from notifications.push.pushpin_relay import payloads
+
+    ranges = {pk: (f"STATION-{pk:05d}", pk, pk + 1) for pk in range(1, 1001)}
+    sent = payloads(ranges)
+    assert len(sent) > 1
+    assert all(len(payload.encode()) <= 7000 for payload in sent)
+    import json
+
+    assert [tuple(e) for p in sent for e in json.loads(p)] == [
+        (pk, code, first, last) for pk, (code, first, last) in ranges.items()
+    ]

@@ -127,7 +127,7 @@ def test_a_change_and_a_notification_committed_between_the_replays_two_reads_are
     real_read = log._notifications_after
     commits = []
 
-    def read_after_two_commits(after, limit):
+    def read_after_two_commits(after, limit, through=None):
         if not commits:
             commits.append(_entry(station, 3).save())
             Notification.objects.create(
@@ -135,7 +135,7 @@ def test_a_change_and_a_notification_committed_between_the_replays_two_reads_are
                 payload={},
             )  # fmt: skip
             Station.objects.filter(pk=station.pk).update(log_seq=4)
-        return real_read(after, limit)
+        return real_read(after, limit, through)
 
     monkeypatch.setattr(log, "_notifications_after", read_after_two_commits)
     items = log.log_entries_after({station.pk: (code, 2)}, 10)

@@ -34,14 +34,15 @@ def principal_channel(principal: Principal) -> str:
     return f"principal-{principal.kind}-{principal.id}"
 
 
-def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> None:
+def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> list[str]:
     """Publish (channel, type, data, seq) in one request to Pushpin's publish endpoint
     (several, in order, past CGM_PUSHPIN_PUBLISH_MAX_BYTES: _bodies).
 
     Called by the relay (pushpin_relay.py), the one publisher of every channel: Pushpin
     gets each station's entries in sequence order (no prev-id gaps, no recovery
-    calls), and a batch costs one round trip, not one per entry. On failure nothing is
-    lost: Pushpin sees the gap at the station's next entry and recovers from the log.
+    calls), and a batch costs one round trip, not one per entry. Returns the GRIP URLs
+    of the nodes that did not take it: the relay then hints those nodes' streams to
+    read the log (hint_streams_of).
     """
     items = []
     for channel, event_type, data, seq in events:
@@ -54,16 +55,20 @@ def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> None:
                 "formats": {"http-stream": {"content": content, "content-filters": ["build-id"]}},
             }
         )
-    _publish(items)
+    return _publish(items)
 
 
-def _publish(items: list[dict]) -> None:
-    """One request to each Pushpin node's publish endpoint (GRIP_URL lists them), on
-    this thread's keep-alive connections. A node that fails does not hold up the others."""
+def _publish(items: list[dict], urls: list[str] | None = None) -> list[str]:
+    """One request to each Pushpin node's publish endpoint (GRIP_URL lists them, or
+    `urls`), on this thread's keep-alive connections. A node that fails does not hold
+    up the others; returns the URLs of those that failed (their later bodies are not
+    sent: they would only be held, after the gap)."""
     bodies = _bodies(items)
-    for url in settings.GRIP_URLS:
-        for body in bodies:
-            _publish_to(url, body)
+    failed = []
+    for url in settings.GRIP_URLS if urls is None else urls:
+        if not all(_publish_to(url, body) for body in bodies):
+            failed.append(url)
+    return failed
 
 
 def _bodies(items: list[dict]) -> list[str]:
@@ -92,7 +97,7 @@ def _bodies(items: list[dict]) -> list[str]:
 _BODY_START, _BODY_END = '{"items": [', "]}"
 
 
-def _publish_to(url: str, body: str) -> None:
+def _publish_to(url: str, body: str) -> bool:
     for attempt in (1, 2):
         try:
             connection = _publish_connection(url)
@@ -103,15 +108,16 @@ def _publish_to(url: str, body: str) -> None:
             response.read()
             if response.status >= 300:
                 raise OSError(f"Pushpin answered {response.status}")
-            return
+            return True
         except (OSError, http.client.HTTPException):
             _connections.by_url.pop(url, None)  # stale keep-alive connection: open a new one
             if attempt == 2:
                 logger.warning(
-                    "publish to Pushpin %s failed; it recovers from the log",
+                    "publish to Pushpin %s failed; its streams read the log",
                     urlsplit(url).netloc,
                     exc_info=True,
                 )
+    return False
 
 
 def close_streams_of(principals) -> None:
@@ -126,16 +132,16 @@ def close_streams_of(principals) -> None:
         _publish(items)
 
 
-def hint_streams_of(station_codes) -> None:
-    """Make every stream Pushpin holds on these stations read the log through its next
-    link (Pushpin's `hint` action): what was committed without reaching Pushpin (a
-    relay's failover, pushpin_relay.py) reaches them from there."""
+def hint_streams_of(station_codes, urls: list[str] | None = None) -> list[str]:
+    """Make every stream Pushpin holds on these stations (on every node, or on `urls`)
+    read the log through its next link (Pushpin's `hint` action): what was committed
+    without reaching Pushpin (a relay's failover, a failed publish: pushpin_relay.py)
+    reaches them from there. Returns the URLs of the nodes that did not take it."""
     items = [
         {"channel": channel_name(code), "formats": {"http-stream": {"action": "hint"}}}
         for code in station_codes
     ]
-    if items:
-        _publish(items)
+    return _publish(items, urls) if items else []
 
 
 def _publish_connection(url: str) -> http.client.HTTPConnection:

@@ -25,7 +25,7 @@ How: one relay per database publishes everything.
   one (no relay process, or it died), so nothing goes unpublished. The relay LISTENs,
   reads the announced entries from the log
   (notifications/log.py `log_entries_after`, the reading a resuming stream gets) and
-  publishes them (pushpin.py) in the order announced.
+  publishes them (pushpin.py), each station's in order.
 - So each channel has one publisher, which publishes its numbers in order. Order is
   promised within a station (DESIGN.md): the relay publishes what it reads at once
   station by station.
@@ -33,10 +33,14 @@ How: one relay per database publishes everything.
 - A relay that takes the role cannot know what its predecessor published before it
   stopped: it LISTENs, then hints every station's streams (Pushpin's `hint` action) to
   read the log through their next link, which brings whatever was committed meanwhile.
+  A node that does not take a publish gets the same hint for those stations.
+- A standby that holds the role gives it back as soon as a relay process waits for it
+  (the relay process waits visibly, in pg_locks).
 
 Only when GRIP_URL is set: without Pushpin nothing is announced or relayed.
 """
 
+import functools
 import json
 import logging
 import os
@@ -101,14 +105,15 @@ def announce(ranges: Ranges) -> None:
 
 class Relay:
     def __init__(self, standby_seconds: float = 0.0):
-        # How long it waits before each try for the role: a server process's standby
-        # leaves it to a relay process, which tries at once and every RETRY_SECONDS.
+        # A server process's standby (standby_seconds > 0) tries for the role only that
+        # often, and gives it back as soon as a relay process waits for it; a relay
+        # process waits for it all the time.
         self._standby = standby_seconds > 0
         self._try_every = max(standby_seconds, RETRY_SECONDS)
         self._changed = threading.Condition()
         self._pending: Ranges = {}  # announced, not published yet; in announcement order
         self._leading = False  # this process is the relay
-        self._term = 0  # moves on each time it becomes the relay
+        self._term = 0  # moves on each time it becomes the relay, or stops being it
         self._stopping = threading.Event()
         self._outage = False  # the listener's connection failed, and is not back yet
         self._threads: list[threading.Thread] = []
@@ -156,6 +161,9 @@ class Relay:
                 self._pending[pk] = (code, known[1], last) if known else (code, first, last)
             self._changed.notify()
 
+    def _still(self, term: int) -> bool:
+        return self._leading and term == self._term and not self._stopping.is_set()
+
     # The listener (PostgreSQL): the advisory lock makes one process the relay.
 
     def _listen(self) -> None:
@@ -166,54 +174,98 @@ class Relay:
                 # Once per outage at WARNING (the rest at DEBUG): it tries every second.
                 logger.log(
                     logging.DEBUG if self._outage else logging.WARNING,
-                    "Pushpin relay: no connection to the database; trying again every %s s",
+                    "Pushpin relay: the relay's database session failed; trying again every %s s",
                     RETRY_SECONDS,
                     exc_info=True,
                 )
                 self._outage = True
             with self._changed:
-                # No longer the relay: another process may be by now, and publishes
-                # what is announced from then on.
+                # No longer the relay: another process may be by now, and publishes what
+                # is announced from then on (after hinting every station's streams).
                 self._leading = False
+                self._term += 1
                 self._pending.clear()
             self._stopping.wait(RETRY_SECONDS)
 
     def _connect(self) -> psycopg.Connection:
-        if settings.CGM_RELAY_DATABASE_URL:
-            return psycopg.connect(settings.CGM_RELAY_DATABASE_URL, autocommit=True)
-        return psycopg.connect(**connection.get_connection_params(), autocommit=True)
+        url = settings.CGM_RELAY_DATABASE_URL
+        params = {} if url else connection.get_connection_params()
+        # A relay whose host vanishes without closing its connection must not keep the
+        # role (the lock) until TCP gives up: keepalives on both sides, and a limit.
+        session = psycopg.connect(url or "", **params, autocommit=True, **_KEEPALIVES)
+        session.execute(
+            "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
+            "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000"
+        )
+        return session
 
     def _listen_once(self) -> None:
+        if self._standby and self._stopping.wait(self._try_every):
+            return
         with self._connect() as listener:
             if self._outage:
                 self._outage = False
-                logger.warning("Pushpin relay: connected to the database again")
-            # Another process is the relay while it holds the lock: its session ends
-            # with its process, and then one of the others takes over.
-            if self._standby and self._stopping.wait(self._try_every):
+                logger.warning("Pushpin relay: the relay's database session is back")
+            if not self._take_role(listener):
                 return
-            while not listener.execute(
-                "SELECT pg_try_advisory_lock(%s)", [RELAY_LOCK_KEY]
-            ).fetchone()[0]:
-                if self._stopping.wait(self._try_every):
-                    return
             listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._check_notifications_arrive(listener)
             # Everything committed from here on is announced to this relay; before it,
             # streams read it from the log.
             _hint_every_station()
             with self._changed:
                 self._leading = True
                 self._term += 1
+                self._changed.notify_all()
             logger.info("Pushpin relay: this process (pid %s) publishes", os.getpid())
             while not self._stopping.is_set():
                 for note in listener.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
-                    entries = json.loads(note.payload)
-                    self.wake({pk: (code, first, last) for pk, code, first, last in entries})
+                    self._announced(note.payload)
+                if self._standby and _relay_process_waits(listener):
+                    logger.info("Pushpin relay: a relay process waits; this one steps back")
+                    return  # the connection, the lock and LISTEN go with it
                 listener.execute("SELECT 1")  # a dead connection raises here
+
+    def _announced(self, payload: str) -> None:
+        entries = json.loads(payload)
+        if entries:
+            self.wake({pk: (code, first, last) for pk, code, first, last in entries})
+
+    def _check_notifications_arrive(self, listener: psycopg.Connection) -> None:
+        """LISTEN does nothing through a pooler in transaction mode (the session is not
+        ours): say so, instead of never publishing. (A relay's own check is an empty
+        announcement; real ones that come first are kept.)"""
+        listener.execute(f"NOTIFY {NOTIFY_CHANNEL}, '[]'")
+        for note in listener.notifies(timeout=5):
+            if note.payload == "[]" and note.pid == listener.info.backend_pid:
+                return
+            self._announced(note.payload)
+        raise RuntimeError(
+            "LISTEN gets no notifications: is DATABASE_URL a pooler in transaction mode? "
+            "Set CGM_RELAY_DATABASE_URL to reach PostgreSQL directly"
+        )
+
+    def _take_role(self, listener: psycopg.Connection) -> bool:
+        """Wait for the lock: a standby tries once (and comes back later), a relay
+        process waits, visibly (pg_locks), which makes a standby holding it step back."""
+        if self._standby:
+            return listener.execute("SELECT pg_try_advisory_lock(%s)", [RELAY_LOCK_KEY]).fetchone()[
+                0
+            ]
+        listener.execute("SET lock_timeout = '1s'")
+        while not self._stopping.is_set():
+            try:
+                listener.execute("SELECT pg_advisory_lock(%s)", [RELAY_LOCK_KEY])
+                listener.execute("SET lock_timeout = 0")
+                return True
+            except psycopg.errors.LockNotAvailable:
+                continue  # still held; look at _stopping, and wait again
+        return False
 
     # The worker: reads what was announced and publishes it.
 
     def _work(self) -> None:
+        failures = 0
         while True:
             with self._changed:
                 while not (self._pending and self._leading):
@@ -223,28 +275,64 @@ class Relay:
                 batch, self._pending = self._pending, {}
                 term = self._term
             try:
-                publish_entries(batch)
+                publish_entries(batch, still=functools.partial(self._still, term))
+                failures = 0
             except Exception:
-                logger.exception(
-                    "Pushpin relay: reading or publishing failed; trying again in %s s",
-                    RETRY_SECONDS,
-                )
-                connection.close()  # in case it is the connection that failed
-                self._stopping.wait(RETRY_SECONDS)
-                self._retry(batch, term)
+                failures += 1
+                logger.exception("Pushpin relay: reading or publishing failed (%d)", failures)
+                try:
+                    connection.close()  # in case it is the connection that failed
+                except Exception:
+                    logger.debug("closing the relay's connection failed", exc_info=True)
+                if failures < MAX_TRIES:
+                    self._stopping.wait(RETRY_SECONDS)
+                    self._retry(batch, term)
+                else:
+                    # Not for ever: the stations' streams read the log instead.
+                    failures = 0
+                    logger.error(
+                        "Pushpin relay: giving up %d stations' entries after %d tries; "
+                        "hinting their streams to read the log",
+                        len(batch),
+                        MAX_TRIES,
+                    )
+                    hint_streams_of(code for code, _, _ in batch.values())
             finally:
-                # No connection kept between batches (the pool's, on PostgreSQL).
-                close_old_connections()
+                try:
+                    # No connection kept between batches (the pool's, on PostgreSQL).
+                    close_old_connections()
+                except Exception:
+                    logger.debug("returning the relay's connection failed", exc_info=True)
 
     def _retry(self, batch: Ranges, term: int) -> None:
         with self._changed:
             if term != self._term:
-                return  # not the relay since: another one publishes
+                return  # not the relay since: the next one hints every station instead
             # Before what was announced since, which comes after it in every station.
             merged = dict(batch)
             for pk, (code, first, last) in self._pending.items():
                 merged[pk] = (code, merged[pk][1], last) if pk in merged else (code, first, last)
             self._pending = merged
+
+
+MAX_TRIES = 5
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "connect_timeout": 5,
+}
+
+
+def _relay_process_waits(listener: psycopg.Connection) -> bool:
+    """Whether a relay process waits for the lock this standby holds."""
+    return listener.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+        "AND objid = %s AND NOT granted AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()))",
+        [RELAY_LOCK_KEY],
+    ).fetchone()[0]
 
 
 def _hint_every_station() -> None:
@@ -254,21 +342,30 @@ def _hint_every_station() -> None:
         close_old_connections()
 
 
-def publish_entries(ranges: Ranges) -> None:
-    """Read these log entries and publish them, each station's in order."""
+def publish_entries(ranges: Ranges, still=lambda: True) -> None:
+    """Read these log entries and publish them, each station's in order. `still()`
+    says whether this is still the relay (checked before each publish). A node that
+    does not take a page gets a hint for its stations instead: its streams read the
+    log."""
     after = {pk: (code, first - 1) for pk, (code, first, _) in ranges.items()}
+    through = {pk: last for pk, (_, _, last) in ranges.items()}
     pks = {code: pk for pk, (code, _, _) in ranges.items()}
     while after:
-        page = log_entries_after(after, PAGE)
-        # Entries past an announced range belong to a later announcement.
-        items = [i for i in page if i.seq <= ranges[pks[i.station_code]][2]]
-        if items:
-            publish_to_pushpin([(i.station_code, i.kind, i.data, i.seq) for i in items])
+        page = log_entries_after(after, PAGE, through)
+        if not page or not still():
+            return
+        failed = publish_to_pushpin([(i.station_code, i.kind, i.data, i.seq) for i in page])
+        if failed and hint_streams_of({i.station_code for i in page}, urls=failed):
+            logger.error(
+                "Pushpin relay: nodes %s took neither entries nor hints: their streams "
+                "on these stations wait for the stations' next entries",
+                failed,
+            )
         if len(page) < PAGE:
             return
         for item in page:  # each station's entries in a page are a run from its position
             after[pks[item.station_code]] = (item.station_code, item.seq)
-        after = {pk: position for pk, position in after.items() if position[1] < ranges[pk][2]}
+        after = {pk: position for pk, position in after.items() if position[1] < through[pk]}
 
 
 # This server process's relay: the only one on SQLite; on PostgreSQL a standby.
