@@ -235,3 +235,24 @@ def test_an_announcement_of_many_stations_goes_as_several_notifications():
     assert [tuple(e) for p in sent for e in json.loads(p)] == [
         (pk, code, first, last) for pk, (code, first, last) in ranges.items()
     ]
+
+
+def test_a_servers_standby_gives_the_role_back_to_a_relay_process(node, relays):
+    standby = Relay(standby_seconds=1)  # a Daphne worker's
+    standby.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not standby.leading:  # no relay process yet: the standby takes the role
+            assert time.monotonic() < deadline, "the standby did not take the role"
+            time.sleep(0.05)
+        (process,) = relays()  # a relay process starts, and waits for the role
+        while standby.leading:  # (it steps back before the process takes the lock)
+            assert time.monotonic() < deadline, "the standby kept the role"
+            time.sleep(0.05)
+        assert process.leading
+
+        ingest(make_event(STATION))
+        items = published(node, f"events-{STATION}", 2)
+        assert [item["id"] for item in items] == ["1", "2"]
+    finally:
+        standby.stop()
