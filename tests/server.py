@@ -243,3 +243,38 @@ def login(server, username: str) -> dict:
         )
         assert response.status_code == 302, response.text
         return {"sessionid": client.cookies["sessionid"], "csrftoken": client.cookies["csrftoken"]}
+
+
+def start_run_multi(database_url: str, env: dict, workers: int = 2):
+    """scripts/run_multi.py on a free port (PostgreSQL at `database_url`, plus `env`,
+    e.g. REDIS_URL and GRIP_URL), once it answers: (launcher, port, banner, pids). The
+    caller terminates the launcher."""
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "scripts/run_multi.py", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "cgm.settings",
+            "DATABASE_URL": database_url,
+            "DEBUG": "0",
+            "SECRET_KEY": "e2e-test-secret",
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "CGM_ALLOW_PLAIN_HTTP": "1",
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    banner = launcher.stdout.readline()
+    pids = [int(p) for p in banner.split("(pids ")[1].rstrip(")\n").split()]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
+            return launcher, port, banner, pids
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                launcher.terminate()
+                raise RuntimeError("run_multi did not answer within 30 s") from None
+            time.sleep(0.2)

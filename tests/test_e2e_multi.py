@@ -6,8 +6,6 @@ tests stop and start again, several Daphne workers, real HTTP clients.
 
 import asyncio
 import os
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_event
-from tests.server import ROOT, DaphneServer, free_port
+from tests.server import DaphneServer, start_run_multi
 from tests.services import (
     RedisServer,
     pg_connections,
@@ -173,39 +171,11 @@ def test_database_connections_stay_within_the_pool_whatever_the_streams(
 
 def test_run_multi_serves_several_workers_on_one_socket(tmp_path, pg_database, redis_server):
     database = pg_database
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "cgm.settings",
-        "DATABASE_URL": database.url,
-        "REDIS_URL": redis_server.url,
-        "DEBUG": "0",
-        "SECRET_KEY": "e2e-test-secret",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "CGM_ALLOW_PLAIN_HTTP": "1",
-    }
-    launcher = subprocess.Popen(
-        [sys.executable, "scripts/run_multi.py", "--port", str(port), "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launcher, port, banner, pids = start_run_multi(database.url, {"REDIS_URL": redis_server.url})
     try:
-        banner = launcher.stdout.readline()
         assert "2 Daphne workers" in banner
-        pids = [int(p) for p in banner.split("(pids ")[1].rstrip(")\n").split()]
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {database.subscribe_key}"}
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/accounts/login/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "run_multi did not answer"
-                time.sleep(0.2)
 
         streams = [SSEStream(f"{url}/api/sse/stations/{A}/", headers=headers) for _ in range(12)]
         for opened in streams:

@@ -308,52 +308,23 @@ def test_heartbeat_1_behind_pushpin_sends_heartbeat_events_also_after_its_next_l
 def pushpin_multi(tmp_path, pg_database):
     """The Pushpin size as deployed on one machine: scripts/run_multi.py (two Daphne
     workers and the Pushpin relay) on PostgreSQL and Redis, behind Pushpin."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.server import ROOT, free_port
+    from tests.server import free_port, start_run_multi
     from tests.services import RedisServer
 
     redis = RedisServer().start()
-    port = free_port()
-    pushpin = PushpinServer(tmp_path, origins=[port], log_level=3)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "cgm.settings",
-        "DATABASE_URL": pg_database.url,
-        "REDIS_URL": redis.url,
-        "GRIP_URL": pushpin.grip_url,
-        "DEBUG": "0",
-        "SECRET_KEY": "e2e-test-secret",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "CGM_ALLOW_PLAIN_HTTP": "1",
-    }
-    launcher = subprocess.Popen(
-        [sys.executable, "scripts/run_multi.py", "--port", str(port), "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    pushpin = PushpinServer(tmp_path, origins=[free_port()], log_level=3)
+    env = {"REDIS_URL": redis.url, "GRIP_URL": pushpin.grip_url}
+    launcher = None
     try:
-        banner = launcher.stdout.readline()
-        pids = [int(p) for p in banner.split("(pids ")[1].rstrip(")\n").split()]
-        headers = {"Authorization": f"Bearer {pg_database.subscribe_key}"}
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "run_multi did not answer"
-                time.sleep(0.2)
-        pushpin.start(probe_headers=headers)
+        launcher, port, banner, pids = start_run_multi(pg_database.url, env)
+        pushpin.origins = [port]
+        pushpin.start(probe_headers={"Authorization": f"Bearer {pg_database.subscribe_key}"})
         yield pushpin, port, banner, pids, pg_database
     finally:
         pushpin.stop()
-        launcher.terminate()
-        launcher.wait(20)
+        if launcher is not None:
+            launcher.terminate()
+            launcher.wait(20)
         redis.stop()
 
 
