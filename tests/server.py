@@ -266,7 +266,11 @@ def start_run_multi(database_url: str, env: dict, workers: int = 2):
         stdout=subprocess.PIPE,
         text=True,
     )
-    banner = launcher.stdout.readline()
+    banner = launcher.stdout.readline()  # printed once the processes are started
+    if "(pids " not in banner:
+        launcher.terminate()
+        launcher.wait(20)
+        raise RuntimeError(f"run_multi did not start: {banner!r}")
     pids = [int(p) for p in banner.split("(pids ")[1].rstrip(")\n").split()]
     deadline = time.monotonic() + 30
     while True:
@@ -274,7 +278,8 @@ def start_run_multi(database_url: str, env: dict, workers: int = 2):
             httpx.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
             return launcher, port, banner, pids
         except httpx.TransportError:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or launcher.poll() is not None:
                 launcher.terminate()
+                launcher.wait(20)
                 raise RuntimeError("run_multi did not answer within 30 s") from None
             time.sleep(0.2)

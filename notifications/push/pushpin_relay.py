@@ -116,6 +116,8 @@ class Relay:
         self._term = 0  # moves on each time it becomes the relay, or stops being it
         self._stopping = threading.Event()
         self._outage = False  # the listener's connection failed, and is not back yet
+        self._busy = False  # the worker is publishing a batch
+        self._waiting: psycopg.Connection | None = None  # waiting for the lock
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
 
@@ -150,7 +152,11 @@ class Relay:
         with self._changed:
             self._changed.notify_all()
         for thread in self._threads:
-            thread.join()
+            while thread.is_alive():
+                waiting = self._waiting
+                if waiting is not None:
+                    waiting.cancel_safe()  # a relay process waiting for the lock
+                thread.join(0.5)
 
     def wake(self, ranges: Ranges) -> None:
         """New entries to publish. A station's ranges arrive in its number order (one
@@ -203,13 +209,13 @@ class Relay:
         if self._standby and self._stopping.wait(self._try_every):
             return
         with self._connect() as listener:
-            if self._outage:
-                self._outage = False
-                logger.warning("Pushpin relay: the relay's database session is back")
             if not self._take_role(listener):
                 return
             listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
             self._check_notifications_arrive(listener)
+            if self._outage:
+                self._outage = False
+                logger.warning("Pushpin relay: the relay's database session is back")
             # Everything committed from here on is announced to this relay; before it,
             # streams read it from the log.
             _hint_every_station()
@@ -223,8 +229,19 @@ class Relay:
                     self._announced(note.payload)
                 if self._standby and _relay_process_waits(listener):
                     logger.info("Pushpin relay: a relay process waits; this one steps back")
+                    self._step_back()
                     return  # the connection, the lock and LISTEN go with it
                 listener.execute("SELECT 1")  # a dead connection raises here
+
+    def _step_back(self) -> None:
+        """Stop being the relay, and let a batch being published finish first: the next
+        relay must not publish beside it."""
+        with self._changed:
+            self._leading = False
+            self._term += 1
+            self._pending.clear()
+            while self._busy:
+                self._changed.wait()
 
     def _announced(self, payload: str) -> None:
         entries = json.loads(payload)
@@ -235,9 +252,11 @@ class Relay:
         """LISTEN does nothing through a pooler in transaction mode (the session is not
         ours): say so, instead of never publishing. (A relay's own check is an empty
         announcement; real ones that come first are kept.)"""
+        # The server's own pid (a pooler in session mode gives its clients made-up ones).
+        own_pid = listener.execute("SELECT pg_backend_pid()").fetchone()[0]
         listener.execute(f"NOTIFY {NOTIFY_CHANNEL}, '[]'")
         for note in listener.notifies(timeout=5):
-            if note.payload == "[]" and note.pid == listener.info.backend_pid:
+            if note.payload == "[]" and note.pid == own_pid:
                 return
             self._announced(note.payload)
         raise RuntimeError(
@@ -252,28 +271,36 @@ class Relay:
             return listener.execute("SELECT pg_try_advisory_lock(%s)", [RELAY_LOCK_KEY]).fetchone()[
                 0
             ]
-        listener.execute("SET lock_timeout = '1s'")
-        while not self._stopping.is_set():
-            try:
-                listener.execute("SELECT pg_advisory_lock(%s)", [RELAY_LOCK_KEY])
-                listener.execute("SET lock_timeout = 0")
-                return True
-            except psycopg.errors.LockNotAvailable:
-                continue  # still held; look at _stopping, and wait again
-        return False
+        self._waiting = listener  # stop() cancels the wait
+        try:
+            if self._stopping.is_set():
+                return False
+            listener.execute("SELECT pg_advisory_lock(%s)", [RELAY_LOCK_KEY])
+            return True
+        except psycopg.errors.QueryCanceled:
+            if self._stopping.is_set():
+                return False
+            raise
+        finally:
+            self._waiting = None
 
     # The worker: reads what was announced and publishes it.
 
     def _work(self) -> None:
-        failures = 0
+        failures, failing_term = 0, None
         while True:
             with self._changed:
+                self._busy = False
+                self._changed.notify_all()
                 while not (self._pending and self._leading):
                     if self._stopping.is_set():
                         return
                     self._changed.wait()
                 batch, self._pending = self._pending, {}
                 term = self._term
+                self._busy = True
+            if term != failing_term:
+                failures, failing_term = 0, term  # each term has its own tries
             try:
                 publish_entries(batch, still=functools.partial(self._still, term))
                 failures = 0
@@ -317,6 +344,7 @@ class Relay:
 
 MAX_TRIES = 5
 _KEEPALIVES = {
+    "tcp_user_timeout": 10000,
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
@@ -329,7 +357,7 @@ def _relay_process_waits(listener: psycopg.Connection) -> bool:
     """Whether a relay process waits for the lock this standby holds."""
     return listener.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-        "AND objid = %s AND NOT granted AND database = "
+        "AND classid = 0 AND objid = %s AND objsubid = 1 AND NOT granted AND database = "
         "(SELECT oid FROM pg_database WHERE datname = current_database()))",
         [RELAY_LOCK_KEY],
     ).fetchone()[0]
