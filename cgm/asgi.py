@@ -19,12 +19,16 @@ from cgm.doors import guarded  # noqa: E402 (needs the apps loaded)
 from notifications.ingest import door as ingest_door  # noqa: E402
 from notifications.push.pushpin_relay import relay  # noqa: E402
 from notifications.streams import door as stream_door  # noqa: E402
+from stations import lookup  # noqa: E402
 
 _django = ASGIHandler()
 
 # Behind Pushpin (GRIP_URL): this process's relay thread, which publishes every
 # process's commits to Pushpin when it holds the relay's lock (pushpin_relay.py).
 relay.start()
+
+# The equipment every post names, loaded before the first post instead of by it.
+lookup.preload_at_start()
 
 
 @guarded

@@ -263,6 +263,9 @@ REST_FRAMEWORK = {
 
 # Threads running ingest requests per process (parse, check, then wait for the writer).
 CGM_INGEST_THREADS = env_int("CGM_INGEST_THREADS", 8)
+# A server process loads every station, box and connector into its lookup caches before
+# it serves, when there are at most this many stations (stations/lookup.py); 0: never.
+CGM_LOOKUP_PRELOAD_MAX_STATIONS = env_int("CGM_LOOKUP_PRELOAD_MAX_STATIONS", 1000)
 # Garbage-collector thresholds in Daphne processes (cgm/asgi.py); Python's are 700,10,10.
 CGM_GC_THRESHOLDS = tuple(int(n) for n in env_list("CGM_GC_THRESHOLDS", ["50000", "20", "10"]))
 # Most events one group commit stores in one transaction (notifications/group_commit.py).

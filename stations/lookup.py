@@ -11,16 +11,25 @@ in the same query as its own: one query per cache and expiry. Loading each key a
 on its own next miss cost a query per station, box and connector every CACHE_SECONDS
 (1,500 ORM queries per 10 s in each worker at 500 stations, 7 % of the server's CPU in
 `bench/run.py multi`). A key that no longer exists is simply not loaded again.
+
+A server process fills the caches before it serves (preload, from cgm/asgi.py) when the
+catalogue is small enough: otherwise each station's first event after a start missed
+in each process, three queries apiece, all in the first second of traffic, and that
+burst on a busy machine queued the posts behind it for seconds (issue 13).
 """
 
+import logging
 import threading
 import time
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from stations.models import Box, Connector, Station
+
+logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 10.0
 _LOAD_CHUNK = 2000
@@ -96,6 +105,42 @@ def connectors_by_box(boxes: list[Box], codes: set[str]) -> dict[tuple[int, str]
         return {(c.box_id, c.code): c for c in rows}
 
     return _cached(_connectors, {(box.pk, code) for box in boxes for code in codes}, load)
+
+
+def preload(max_stations: int) -> bool:
+    """Fill the caches with every station, box and connector, in three queries, when
+    there are at most max_stations stations; True if it did. A larger catalogue loads on
+    demand as before (a process then holds only what it is asked about). Keeps them
+    CACHE_SECONDS like any lookup; after that the held keys reload together."""
+    if Station.objects.count() > max_stations:
+        return False
+    stations = {s.code: s for s in Station.objects.order_by()}
+    boxes: dict[str, list[Box]] = {}
+    for box in Box.objects.order_by():
+        boxes.setdefault(box.code, []).append(box)
+    connectors = {(c.box_id, c.code): c for c in Connector.objects.order_by()}
+    global _expires
+    with _lock:
+        for cache, loaded in ((_stations, stations), (_boxes, boxes), (_connectors, connectors)):
+            cache.clear()
+            cache.update(loaded)
+            _held_before.pop(id(cache), None)
+        _expires = time.monotonic() + CACHE_SECONDS
+    return True
+
+
+def preload_at_start() -> None:
+    """preload(CGM_LOOKUP_PRELOAD_MAX_STATIONS) for a server process starting. A
+    database that cannot answer yet (not migrated, not up) does not stop the start:
+    lookups then load on demand, and the error is logged."""
+    try:
+        if preload(settings.CGM_LOOKUP_PRELOAD_MAX_STATIONS):
+            logger.info("equipment lookups preloaded")
+    except DatabaseError as exc:
+        logger.warning("equipment lookups not preloaded (%s); they load on demand", exc)
+    finally:
+        # The start-up thread serves no requests: give its connection back.
+        connection.close()
 
 
 def clear() -> None:
