@@ -83,6 +83,18 @@ def test_closing_a_callers_streams_reaches_every_node(nodes):
         ]
 
 
+def test_items_are_cut_to_the_limit_in_order_and_an_oversized_one_goes_alone():
+    from notifications.push.size_limit import joined_under
+
+    items = ["[1]", "[22]", "x" * 30, "[3]", "[4]"]
+    chunks = joined_under(items, 12, "[", "]", ",")
+    assert chunks == ["[[1],[22]]", "[" + "x" * 30 + "]", "[[3],[4]]"]
+    assert joined_under([], 12, "[", "]", ",") == []
+    # Each chunk is what json.dumps makes of its items, under the limit unless alone.
+    assert [json.loads(c) for c in chunks if "x" not in c] == [[[1], [22]], [[3], [4]]]
+    assert all(len(c) <= 12 for c in chunks if "x" not in c)
+
+
 def test_a_publish_larger_than_pushpin_takes_goes_as_several_in_order(nodes, settings):
     # A publisher that fell behind sends everything queued at once; Pushpin refuses a
     # body over its push_in_http_max_body_size whole.

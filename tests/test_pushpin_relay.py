@@ -237,6 +237,20 @@ def test_an_announcement_of_many_stations_goes_as_several_notifications():
     ]
 
 
+def test_a_standby_steps_back_even_if_its_batch_in_flight_never_ends(monkeypatch, caplog):
+    from notifications.push import pushpin_relay
+
+    monkeypatch.setattr(pushpin_relay, "STEP_BACK_WAIT_SECONDS", 0.2)
+    standby = Relay(standby_seconds=5)
+    standby._leading, standby._busy = True, True  # a worker stuck in its batch
+    stepping = threading.Thread(target=standby._step_back, daemon=True)
+    stepping.start()
+    stepping.join(5)
+    assert not stepping.is_alive(), "the standby waits for ever, holding the role"
+    assert not standby.leading
+    assert "still publishing after 0.2 s; stepping back anyway" in caplog.text
+
+
 def test_a_servers_standby_gives_the_role_back_to_a_relay_process(node, relays):
     standby = Relay(standby_seconds=1)  # a Daphne worker's
     standby.start()

@@ -36,7 +36,7 @@ from notifications.ingest.rows import CommittedFrames, new_row
 from notifications.ingest.validation import EventInput
 from notifications.log import number_changes
 from notifications.models import Notification
-from notifications.push.pushpin_relay import ANNOUNCE, Ranges, payloads
+from notifications.push.pushpin_relay import ANNOUNCE, new_ranges, payloads
 from stations.models import Station
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def store_postgresql(
         persist.add_writes_postgresql(writes, derived, rows, last_seq, updates_written)
         if settings.GRIP_URLS:
             # The Pushpin relay's wake-up, delivered once this commits (pushpin_relay.py).
-            for payload in payloads(_new_ranges(fresh, inserted, last_seq)):
+            numbered = ((event.station, inserted[event.message_id][0]) for event in fresh)
+            for payload in payloads(new_ranges(numbered, last_seq)):
                 writes.add(ANNOUNCE, [payload])
         if commit:
             writes.add(commit)
@@ -114,19 +115,6 @@ def _one_transaction(pg: psycopg.Connection):
                 # the caller drops the connection.
                 logger.warning("ROLLBACK after a failed ingest group failed", exc_info=True)
         raise
-
-
-def _new_ranges(events, inserted, last_seq) -> Ranges:
-    """{station pk: (code, first, last new number)}: a station's notifications come
-    first in its new entries, numbered in arrival order; `last_seq` is past the
-    derived entries too."""
-    ranges: Ranges = {}
-    for event in events:
-        station = event.station
-        if station.pk not in ranges:
-            first = inserted[event.message_id][0]
-            ranges[station.pk] = (station.code, first, last_seq[station.pk])
-    return ranges
 
 
 def _numbered_rows(events, inserted, received_at) -> list[Notification]:

@@ -10,6 +10,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -23,7 +24,7 @@ from notifications.ingest.write_lock import write_lock
 from notifications.log import allocate_seqs, number_changes, write_changes
 from notifications.models import Notification
 from notifications.push.publish import publish_frames
-from notifications.push.pushpin_relay import announce
+from notifications.push.pushpin_relay import announce, new_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,6 @@ def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], 
     known = _known_ids(candidates.keys())
     new_events = [e for message_id, e in candidates.items() if message_id not in known]
     next_seq = allocate_seqs(Counter(event.station.pk for event in new_events))
-    firsts = {e.station.pk: (e.station.code, next_seq[e.station.pk]) for e in new_events}
     received_at = timezone.now()
     new_rows = []
     for event in new_events:
@@ -133,7 +133,8 @@ def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], 
     last_seq = {pk: seq - 1 for pk, seq in next_seq.items()}
     rows, derived_frames = number_changes(derived.changes, last_seq)
     write_changes(rows, last_seq)
-    announce({pk: (code, first, last_seq[pk]) for pk, (code, first) in firsts.items()})
+    if settings.GRIP_URLS:
+        announce(new_ranges(((row.station, row.seq) for row in new_rows), last_seq))
     return new_rows, CommittedFrames(new_rows, derived_frames)
 
 

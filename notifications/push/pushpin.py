@@ -18,6 +18,7 @@ from django_eventstream.utils import sse_encode_event
 from gripcontrol import parse_grip_uri
 
 from access.policy import Principal
+from notifications.push.size_limit import joined_under
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +82,8 @@ def _bodies(items: list[dict]) -> list[str]:
     whole = json.dumps({"items": items})  # ASCII: its length is its size in bytes
     if len(whole) <= limit:
         return [whole]  # the usual case: one request, one encoding
-    empty = len(_BODY_START) + len(_BODY_END)
-    bodies, chunk, size = [], [], empty
-    for item in items:
-        encoded = json.dumps(item)
-        if chunk and size + 2 + len(encoded) > limit:  # 2: the ", " before it
-            bodies.append(chunk)
-            chunk, size = [], empty
-        size += (2 if chunk else 0) + len(encoded)
-        chunk.append(encoded)
-    bodies.append(chunk)
-    return [_BODY_START + ", ".join(chunk) + _BODY_END for chunk in bodies]
-
-
-_BODY_START, _BODY_END = '{"items": [', "]}"
+    # The same text as json.dumps of {"items": chunk}, for each chunk.
+    return joined_under([json.dumps(item) for item in items], limit, '{"items": [', "]}", ", ")
 
 
 def _publish_to(url: str, body: str) -> bool:

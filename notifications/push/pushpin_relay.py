@@ -53,6 +53,7 @@ from django.db import close_old_connections, connection, transaction
 from cgm.pg_statements import Statement
 from notifications.log import log_entries_after
 from notifications.push.pushpin import hint_streams_of, publish_to_pushpin
+from notifications.push.size_limit import joined_under
 from stations.models import Station
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ PAGE = 500  # entries per read of the log (one publish each)
 # NOTIFY takes at most 8,000 bytes: an announcement of more stations goes as several.
 _MAX_PAYLOAD = 7000
 RETRY_SECONDS = 1.0
+# A standby stepping back waits this long at most for its batch in flight (a page's
+# publish and hints, with their timeouts, take far less): it holds the role meanwhile.
+STEP_BACK_WAIT_SECONDS = 30.0
 # How long the relay waits for a notification before checking its connection (and
 # whether it is stopping).
 LISTEN_TIMEOUT_SECONDS = 1.0
@@ -74,20 +78,22 @@ ANNOUNCE = Statement("cgm_announce", f"SELECT pg_notify('{NOTIFY_CHANNEL}', %s::
 Ranges = dict[int, tuple[str, int, int]]  # station pk -> (code, first, last number)
 
 
+def new_ranges(numbered, last_seq: dict[int, int]) -> Ranges:
+    """What a transaction announces: `numbered` is its new notifications' (station,
+    number) in arrival order, a station's first one its first new entry; `last_seq`
+    each station's last new number (past the derived entries too)."""
+    ranges: Ranges = {}
+    for station, seq in numbered:
+        if station.pk not in ranges:
+            ranges[station.pk] = (station.code, seq, last_seq[station.pk])
+    return ranges
+
+
 def payloads(ranges: Ranges) -> list[str]:
     """NOTIFY payloads for new entries: JSON lists of [pk, code, first, last], each
     under NOTIFY's limit."""
-    out, chunk, size = [], [], 2
-    for pk, (code, first, last) in ranges.items():
-        entry = json.dumps([pk, code, first, last])
-        if chunk and size + len(entry) + 1 > _MAX_PAYLOAD:
-            out.append("[" + ",".join(chunk) + "]")
-            chunk, size = [], 2
-        chunk.append(entry)
-        size += len(entry) + 1
-    if chunk:
-        out.append("[" + ",".join(chunk) + "]")
-    return out
+    encoded = [json.dumps([pk, code, first, last]) for pk, (code, first, last) in ranges.items()]
+    return joined_under(encoded, _MAX_PAYLOAD, "[", "]", ",")
 
 
 def announce(ranges: Ranges) -> None:
@@ -240,8 +246,12 @@ class Relay:
             self._leading = False
             self._term += 1
             self._pending.clear()
-            while self._busy:
-                self._changed.wait()
+            if not self._changed.wait_for(lambda: not self._busy, STEP_BACK_WAIT_SECONDS):
+                logger.warning(
+                    "Pushpin relay: the batch in flight is still publishing after %s s; "
+                    "stepping back anyway",
+                    STEP_BACK_WAIT_SECONDS,
+                )
 
     def _announced(self, payload: str) -> None:
         entries = json.loads(payload)
