@@ -114,6 +114,7 @@ class _SSEProtocol(asyncio.Protocol):
                     started = self.stats.post_started.get(message_id)
                     if started is not None:
                         self.stats.latencies.append(now - started)
+                        self.stats.latency_posted.append(started)
 
     def _fail(self, reason):
         self.sub.failed = reason
@@ -131,6 +132,7 @@ class _SSEProtocol(asyncio.Protocol):
 class Stats:
     post_started: dict = field(default_factory=dict)
     latencies: list = field(default_factory=list)
+    latency_posted: list = field(default_factory=list)  # when each latency's event was posted
     ingest: list = field(default_factory=list)
     statuses: dict = field(default_factory=dict)
     offered: int = 0

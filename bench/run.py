@@ -419,6 +419,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
         if sub.transport:
             sub.transport.close()
 
+    first, later = start_and_after(stats, len(steady))
     line = (
         f"{name}: subscribers={args.subscribers} stations={args.stations} "
         f"failed_opens={failed_open} (opened in {open_seconds:.1f}s, "
@@ -428,7 +429,9 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
         f"delivered={delivered}/{expected} lost={lost} duplicated={duplicated} | "
         f"ingest p50={ms(pct(stats.ingest, 0.5))} p99={ms(pct(stats.ingest, 0.99))} | "
         f"latency{' (steady part)' if args.storm else ''} p50={ms(pct(steady, 0.5))} "
-        f"p99={ms(pct(steady, 0.99))} max={ms(max(steady, default=float('nan')))} | "
+        f"p99={ms(pct(steady, 0.99))} max={ms(max(steady, default=float('nan')))} "
+        f"(p99 of events posted in the first {START_SECONDS:.0f}s={ms(pct(first, 0.99))}, "
+        f"after={ms(pct(later, 0.99))}) | "
         f"rss/stream={per_stream:.1f}KiB (all server processes) "
         f"django_threads={threads_django} all_threads={threads_open} db_connections={db_conns}"
     )
@@ -438,6 +441,22 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
             f" all back in {storm_back:.1f}s; meanwhile, posts included, {storm_cpu}"
         )
     return line + failure_reasons(subs, stats)
+
+
+START_SECONDS = 2.0
+
+
+def start_and_after(stats: Stats, count: int) -> tuple[list[float], list[float]]:
+    """The first `count` latencies, split by when their event was posted: in the first
+    START_SECONDS of posting, or after. A start-up cost (caches, connections) shows in
+    the first; the rest is the steady state."""
+    posted = stats.latency_posted[:count]
+    if not posted:
+        return [], []
+    until = min(posted) + START_SECONDS
+    first = [lat for lat, at in zip(stats.latencies, posted, strict=False) if at < until]
+    later = [lat for lat, at in zip(stats.latencies, posted, strict=False) if at >= until]
+    return first, later
 
 
 def failure_reasons(subs, stats) -> str:
