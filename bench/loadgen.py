@@ -114,7 +114,9 @@ class _SSEProtocol(asyncio.Protocol):
                     started = self.stats.post_started.get(message_id)
                     if started is not None:
                         self.stats.latencies.append(now - started)
-                        self.stats.latency_posted.append(started)
+                        self.stats.latency_posted.append(
+                            self.stats.post_scheduled.get(message_id, started)
+                        )
 
     def _fail(self, reason):
         self.sub.failed = reason
@@ -132,7 +134,11 @@ class _SSEProtocol(asyncio.Protocol):
 class Stats:
     post_started: dict = field(default_factory=dict)
     latencies: list = field(default_factory=list)
-    latency_posted: list = field(default_factory=list)  # when each latency's event was posted
+    # When each latency's event was due to be posted (its place in the paced schedule,
+    # before any wait for a free client connection), and when the schedule began.
+    latency_posted: list = field(default_factory=list)
+    post_scheduled: dict = field(default_factory=dict)
+    posting_started: float | None = None
     ingest: list = field(default_factory=list)
     statuses: dict = field(default_factory=dict)
     offered: int = 0
@@ -304,6 +310,7 @@ async def post_at_rate(
     requests = int(rate * duration / batch)
     interval = batch / rate
     start = time.monotonic()
+    stats.posting_started = start
     tasks = []
     counter = 0
 
@@ -338,6 +345,8 @@ async def post_at_rate(
                 }
             )
             counter += 1
+        for event in events:
+            stats.post_scheduled[event["id"]] = start + n * interval
         stats.offered += len(events)
         tasks.append(asyncio.ensure_future(send(events)))
     await asyncio.gather(*tasks)

@@ -447,13 +447,13 @@ START_SECONDS = 2.0
 
 
 def start_and_after(stats: Stats, count: int) -> tuple[list[float], list[float]]:
-    """The first `count` latencies, split by when their event was posted: in the first
-    START_SECONDS of posting, or after. A start-up cost (caches, connections) shows in
-    the first; the rest is the steady state."""
+    """The first `count` latencies, split by when their event was due to be posted: in
+    the first START_SECONDS of the schedule, or after. A start-up cost (caches,
+    connections) shows in the first; the rest is the steady state."""
     posted = stats.latency_posted[:count]
     if not posted:
         return [], []
-    until = min(posted) + START_SECONDS
+    until = (stats.posting_started or min(posted)) + START_SECONDS
     first = [lat for lat, at in zip(stats.latencies, posted, strict=False) if at < until]
     later = [lat for lat, at in zip(stats.latencies, posted, strict=False) if at >= until]
     return first, later

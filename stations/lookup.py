@@ -23,7 +23,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import Error, connection, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -36,6 +36,7 @@ _LOAD_CHUNK = 2000
 
 _lock = threading.Lock()
 _expires = 0.0
+_generation = 0  # moves on at each clear(): a preload that raced a change is dropped
 _stations: dict[str, Station] = {}
 _boxes: dict[str, list[Box]] = {}
 _connectors: dict[tuple[int, str], Connector] = {}
@@ -109,11 +110,23 @@ def connectors_by_box(boxes: list[Box], codes: set[str]) -> dict[tuple[int, str]
 
 def preload(max_stations: int) -> bool:
     """Fill the caches with every station, box and connector, in three queries, when
-    there are at most max_stations stations; True if it did. A larger catalogue loads on
-    demand as before (a process then holds only what it is asked about). Keeps them
-    CACHE_SECONDS like any lookup; after that the held keys reload together."""
-    if Station.objects.count() > max_stations:
+    there are at most max_stations stations (0: never); True if it did. A larger
+    catalogue loads on demand as before (a process then holds only what it is asked
+    about). Kept CACHE_SECONDS like any lookup; after that the held keys reload
+    together."""
+    if max_stations <= 0:
         return False
+    count = Station.objects.count()
+    if count > max_stations:
+        logger.info(
+            "equipment lookups not preloaded: %d stations, more than %d "
+            "(CGM_LOOKUP_PRELOAD_MAX_STATIONS); they load on demand",
+            count,
+            max_stations,
+        )
+        return False
+    with _lock:
+        generation = _generation
     stations = {s.code: s for s in Station.objects.order_by()}
     boxes: dict[str, list[Box]] = {}
     for box in Box.objects.order_by():
@@ -121,11 +134,19 @@ def preload(max_stations: int) -> bool:
     connectors = {(c.box_id, c.code): c for c in Connector.objects.order_by()}
     global _expires
     with _lock:
+        if generation != _generation:
+            return False  # equipment changed while it read: those rows may be stale
         for cache, loaded in ((_stations, stations), (_boxes, boxes), (_connectors, connectors)):
             cache.clear()
             cache.update(loaded)
             _held_before.pop(id(cache), None)
         _expires = time.monotonic() + CACHE_SECONDS
+    logger.info(
+        "equipment lookups preloaded: %d stations, %d boxes, %d connectors",
+        len(stations),
+        sum(len(b) for b in boxes.values()),
+        len(connectors),
+    )
     return True
 
 
@@ -134,9 +155,8 @@ def preload_at_start() -> None:
     database that cannot answer yet (not migrated, not up) does not stop the start:
     lookups then load on demand, and the error is logged."""
     try:
-        if preload(settings.CGM_LOOKUP_PRELOAD_MAX_STATIONS):
-            logger.info("equipment lookups preloaded")
-    except DatabaseError as exc:
+        preload(settings.CGM_LOOKUP_PRELOAD_MAX_STATIONS)
+    except Error as exc:
         logger.warning("equipment lookups not preloaded (%s); they load on demand", exc)
     finally:
         # The start-up thread serves no requests: give its connection back.
@@ -144,9 +164,10 @@ def preload_at_start() -> None:
 
 
 def clear() -> None:
-    global _expires
+    global _expires, _generation
     with _lock:
         _expires = 0.0
+        _generation += 1
 
 
 @receiver(post_save, sender=Station, dispatch_uid="lookup-station-save")

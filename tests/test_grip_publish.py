@@ -90,9 +90,10 @@ def test_items_are_cut_to_the_limit_in_order_and_an_oversized_one_goes_alone():
     chunks = joined_under(items, 12, "[", "]", ",")
     assert chunks == ["[[1],[22]]", "[" + "x" * 30 + "]", "[[3],[4]]"]
     assert joined_under([], 12, "[", "]", ",") == []
-    # Each chunk is what json.dumps makes of its items, under the limit unless alone.
+    # Each chunk is a JSON array of its items, at most the limit unless alone.
     assert [json.loads(c) for c in chunks if "x" not in c] == [[[1], [22]], [[3], [4]]]
     assert all(len(c) <= 12 for c in chunks if "x" not in c)
+    assert joined_under(["[1]", "[2]"], 9, "[", "]", ",") == ["[[1],[2]]"]  # exactly 9
 
 
 def test_a_publish_larger_than_pushpin_takes_goes_as_several_in_order(nodes, settings):
@@ -105,6 +106,8 @@ def test_a_publish_larger_than_pushpin_takes_goes_as_several_in_order(nodes, set
     for node in nodes:
         assert len(node.bodies) > 1
         assert max(node.sizes) <= 2_000
+        # Each body is byte for byte what json.dumps makes of its items.
+        assert node.sizes == [len(json.dumps(body)) for body in node.bodies]
         items = [item for body in node.bodies for item in body["items"]]
         assert [(i["id"], i["prev-id"]) for i in items] == [
             (str(seq), str(seq - 1)) for seq in range(1, 41)

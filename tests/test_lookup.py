@@ -10,6 +10,14 @@ from stations import lookup
 from stations.models import Station
 
 
+@pytest.fixture(autouse=True)
+def empty_caches():
+    # A test that fails half-way must not leave rows of a flushed database cached.
+    lookup.clear()
+    yield
+    lookup.clear()
+
+
 def test_a_lookup_answers_with_what_it_loaded_even_when_the_cache_expires_meanwhile():
     def load(missing):
         # Another thread finds the cache expired and clears it while this one loads.
@@ -70,10 +78,11 @@ def test_a_preloaded_process_answers_its_first_posts_lookups_without_a_query(
     assert set(stations) == {"ST001", "ST002"}
     assert [box.station_id for box in boxes["ST002-B1"]] == [stations["ST002"].pk]
     assert sorted(code for _, code in connectors) == ["1", "2"]
-    # A station added afterwards is not cached as missing: it is found at once.
-    Station.objects.create(code="ST100", name="new")
+    # A code not preloaded is not cached as missing: a station added afterwards is found
+    # at once (added without the save signal, which would clear the caches anyway).
+    assert lookup.stations_by_code({"ST100"}) == {}
+    Station.objects.bulk_create([Station(code="ST100", name="new")])
     assert set(lookup.stations_by_code({"ST100"})) == {"ST100"}
-    lookup.clear()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -86,7 +95,6 @@ def test_a_catalogue_over_the_limit_is_not_preloaded_but_loaded_on_demand(
         assert not lookup.preload(max_stations=2)
     with django_assert_num_queries(1):
         assert set(lookup.stations_by_code({"ST001"})) == {"ST001"}
-    lookup.clear()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -103,4 +111,24 @@ def test_a_database_that_cannot_answer_at_start_does_not_stop_the_start(caplog, 
     # Nothing was cached: the first lookups load on demand.
     call_command("demo_data", stations=1, stdout=open(os.devnull, "w"))  # noqa: SIM115
     assert set(lookup.stations_by_code({"ST001"})) == {"ST001"}
-    lookup.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_preloading_is_off_at_zero_and_asks_the_database_nothing(django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert not lookup.preload(max_stations=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_preload_that_raced_an_equipment_change_keeps_nothing(django_assert_num_queries):
+    call_command("demo_data", stations=1, stdout=open(os.devnull, "w"))  # noqa: SIM115
+
+    def change_meanwhile(execute, sql, params, many, context):
+        if "stations_connector" in sql:  # the preload's last read
+            lookup.clear()  # what a save in this process does
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(change_meanwhile):
+        assert not lookup.preload(max_stations=10)
+    with django_assert_num_queries(1):  # nothing was kept: the lookup reads
+        lookup.stations_by_code({"ST001"})

@@ -240,7 +240,7 @@ def test_an_announcement_of_many_stations_goes_as_several_notifications():
 def test_a_standby_steps_back_even_if_its_batch_in_flight_never_ends(monkeypatch, caplog):
     from notifications.push import pushpin_relay
 
-    monkeypatch.setattr(pushpin_relay, "STEP_BACK_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(pushpin_relay, "step_back_wait_seconds", lambda: 0.2)
     standby = Relay(standby_seconds=5)
     standby._leading, standby._busy = True, True  # a worker stuck in its batch
     stepping = threading.Thread(target=standby._step_back, daemon=True)

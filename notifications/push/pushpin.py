@@ -23,6 +23,10 @@ from notifications.push.size_limit import joined_under
 logger = logging.getLogger(__name__)
 
 _connections = threading.local()
+# Each request to a node: PUBLISH_ATTEMPTS tries, each given PUBLISH_TIMEOUT_SECONDS to
+# connect and to answer. A node that never answers costs their product per request.
+PUBLISH_ATTEMPTS = 2
+PUBLISH_TIMEOUT_SECONDS = 5
 
 
 def channel_name(code: str) -> str:
@@ -87,7 +91,7 @@ def _bodies(items: list[dict]) -> list[str]:
 
 
 def _publish_to(url: str, body: str) -> bool:
-    for attempt in (1, 2):
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             connection = _publish_connection(url)
             connection.request(
@@ -100,7 +104,7 @@ def _publish_to(url: str, body: str) -> bool:
             return True
         except (OSError, http.client.HTTPException):
             _connections.by_url.pop(url, None)  # stale keep-alive connection: open a new one
-            if attempt == 2:
+            if attempt == PUBLISH_ATTEMPTS:
                 logger.warning(
                     "publish to Pushpin %s failed; its streams read the log",
                     urlsplit(url).netloc,
@@ -139,6 +143,8 @@ def _publish_connection(url: str) -> http.client.HTTPConnection:
     connection = _connections.by_url.get(url)
     if connection is None:
         target = urlsplit(parse_grip_uri(url)["control_uri"])
-        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=5)
+        connection = http.client.HTTPConnection(
+            target.hostname, target.port, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
         _connections.by_url[url] = connection
     return connection

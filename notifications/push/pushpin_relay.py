@@ -52,7 +52,12 @@ from django.db import close_old_connections, connection, transaction
 
 from cgm.pg_statements import Statement
 from notifications.log import log_entries_after
-from notifications.push.pushpin import hint_streams_of, publish_to_pushpin
+from notifications.push.pushpin import (
+    PUBLISH_ATTEMPTS,
+    PUBLISH_TIMEOUT_SECONDS,
+    hint_streams_of,
+    publish_to_pushpin,
+)
 from notifications.push.size_limit import joined_under
 from stations.models import Station
 
@@ -65,9 +70,6 @@ PAGE = 500  # entries per read of the log (one publish each)
 # NOTIFY takes at most 8,000 bytes: an announcement of more stations goes as several.
 _MAX_PAYLOAD = 7000
 RETRY_SECONDS = 1.0
-# A standby stepping back waits this long at most for its batch in flight (a page's
-# publish and hints, with their timeouts, take far less): it holds the role meanwhile.
-STEP_BACK_WAIT_SECONDS = 30.0
 # How long the relay waits for a notification before checking its connection (and
 # whether it is stopping).
 LISTEN_TIMEOUT_SECONDS = 1.0
@@ -90,8 +92,8 @@ def new_ranges(numbered, last_seq: dict[int, int]) -> Ranges:
 
 
 def payloads(ranges: Ranges) -> list[str]:
-    """NOTIFY payloads for new entries: JSON lists of [pk, code, first, last], each
-    under NOTIFY's limit."""
+    """NOTIFY payloads for new entries: JSON lists of [pk, code, first, last], each at
+    most _MAX_PAYLOAD bytes (NOTIFY's limit is 8,000)."""
     encoded = [json.dumps([pk, code, first, last]) for pk, (code, first, last) in ranges.items()]
     return joined_under(encoded, _MAX_PAYLOAD, "[", "]", ",")
 
@@ -246,11 +248,13 @@ class Relay:
             self._leading = False
             self._term += 1
             self._pending.clear()
-            if not self._changed.wait_for(lambda: not self._busy, STEP_BACK_WAIT_SECONDS):
+            # Bounded: a worker that died mid-batch must not keep the role for ever.
+            wait = step_back_wait_seconds()
+            if not self._changed.wait_for(lambda: not self._busy, wait):
                 logger.warning(
                     "Pushpin relay: the batch in flight is still publishing after %s s; "
                     "stepping back anyway",
-                    STEP_BACK_WAIT_SECONDS,
+                    wait,
                 )
 
     def _announced(self, payload: str) -> None:
@@ -353,6 +357,15 @@ class Relay:
 
 
 MAX_TRIES = 5
+
+
+def step_back_wait_seconds() -> float:
+    """The longest a batch in flight can go on once it is no longer the relay's (it
+    checks before each page): one page's publish, the hints to the nodes that refused
+    it, and after a last failed try the hints to every node, each request to each node
+    at most PUBLISH_ATTEMPTS tries of PUBLISH_TIMEOUT_SECONDS; then a retry's pause."""
+    per_request = PUBLISH_ATTEMPTS * PUBLISH_TIMEOUT_SECONDS
+    return 3 * per_request * len(settings.GRIP_URLS) + RETRY_SECONDS + 1.0
 _KEEPALIVES = {
     "tcp_user_timeout": 10000,
     "keepalives": 1,
