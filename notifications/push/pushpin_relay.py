@@ -366,6 +366,8 @@ def step_back_wait_seconds() -> float:
     at most PUBLISH_ATTEMPTS tries of PUBLISH_TIMEOUT_SECONDS; then a retry's pause."""
     per_request = PUBLISH_ATTEMPTS * PUBLISH_TIMEOUT_SECONDS
     return 3 * per_request * len(settings.GRIP_URLS) + RETRY_SECONDS + 1.0
+
+
 _KEEPALIVES = {
     "tcp_user_timeout": 10000,
     "keepalives": 1,
