@@ -6,15 +6,11 @@ CACHE_SECONDS; a change in this process clears the cache at once (signals below)
 other processes see it within CACHE_SECONDS. Codes not found are never cached, so
 a newly registered station is accepted immediately.
 
-When a cache is due (every CACHE_SECONDS), one lookup reloads every key it holds in
-one query, with its own, while the other threads go on answering from the rows it
-holds; the reload then replaces them (a key that no longer exists goes). Loading each
-key again on its own next miss cost a query per station, box and connector every
-CACHE_SECONDS (1,500 ORM queries per 10 s in each worker at 500 stations, 7 % of the
-server's CPU in `bench/run.py multi`); and emptying the cache first made every request
-in flight miss at once, a stall of 50-80 ms in every process every 10 s in the
-2,000-stream benchmark (docs/SCALING.md, seventh session). A change in this process
-(clear) does empty it at once; the next miss reloads what it held in one query.
+When the cache expires, the first lookup that misses reloads every key the cache held
+in the same query as its own: one query per cache and expiry. Loading each key again
+on its own next miss cost a query per station, box and connector every CACHE_SECONDS
+(1,500 ORM queries per 10 s in each worker at 500 stations, 7 % of the server's CPU in
+`bench/run.py multi`). A key that no longer exists is simply not loaded again.
 
 A server process fills the caches before it serves (preload, from cgm/asgi.py) when the
 catalogue is small enough: otherwise each station's first event after a start missed
@@ -39,57 +35,47 @@ CACHE_SECONDS = 10.0
 _LOAD_CHUNK = 2000
 
 _lock = threading.Lock()
-_generation = 0  # moves on at each clear(): a load that raced a change is not kept
+_expires = 0.0
+_generation = 0  # moves on at each clear(): a preload that raced a change is dropped
 _stations: dict[str, Station] = {}
 _boxes: dict[str, list[Box]] = {}
 _connectors: dict[tuple[int, str], Connector] = {}
-_CACHES = (_stations, _boxes, _connectors)
-_due_at: dict[int, float] = {}  # id(cache): when its rows are next reloaded
-# Each cache's keys when clear() emptied it, reloaded with its next miss (id(cache): keys).
+# Each cache's keys when it last expired, reloaded with its next miss (id(cache): keys).
 _held_before: dict[int, set] = {}
 
 
+def _fresh() -> None:
+    global _expires
+    now = time.monotonic()
+    if now >= _expires:
+        for cache in (_stations, _boxes, _connectors):
+            _held_before[id(cache)] = _held_before.get(id(cache), set()) | cache.keys()
+            cache.clear()
+        _expires = now + CACHE_SECONDS
+
+
 def _cached(cache: dict, wanted: set, load) -> dict:
-    """The wanted keys found in `cache`, the rest loaded with load(keys) and kept; when
-    the cache is due, this caller reloads every key it holds, and the others answer
-    from it meanwhile. Answers from what it read and loaded itself: another thread may
-    change the cache at any moment, and re-reading it would miss rows just loaded."""
+    """The wanted keys found in `cache`, the rest loaded with load(keys) and kept.
+    Answers from what it read and loaded itself: another thread may clear the cache
+    at any moment (expiry), and re-reading it afterwards would miss rows just loaded."""
     with _lock:
-        generation = _generation
+        _fresh()
         found = {key: cache[key] for key in wanted if key in cache}
         missing = wanted - found.keys()
-        now = time.monotonic()
-        reload = set()
-        if now >= _due_at.get(id(cache), 0.0):
-            _due_at[id(cache)] = now + CACHE_SECONDS  # the other threads: not due
-            reload = set(cache.keys())
-        if missing or reload:
-            reload |= _held_before.pop(id(cache), set())
-    keys = list(missing | reload)
-    if not keys:
-        return found
-    loaded = {}
-    try:
-        for start in range(0, len(keys), _LOAD_CHUNK):  # (SQLite's limit on parameters)
-            loaded.update(load(set(keys[start : start + _LOAD_CHUNK])))
-    except BaseException:
-        with _lock:  # the next lookup reloads them instead
-            _held_before[id(cache)] = _held_before.get(id(cache), set()) | reload
-            if reload:
-                _due_at[id(cache)] = 0.0
-        raise
-    with _lock:
-        if generation == _generation:
-            for key in reload - loaded.keys():
-                cache.pop(key, None)  # no longer in the database
+        reload = _held_before.pop(id(cache), set()) if missing else set()
+    if missing:
+        keys = list(missing | reload)
+        loaded = {}
+        try:
+            for start in range(0, len(keys), _LOAD_CHUNK):  # (SQLite's limit on parameters)
+                loaded.update(load(set(keys[start : start + _LOAD_CHUNK])))
+        except BaseException:
+            with _lock:  # the next miss reloads them instead
+                _held_before[id(cache)] = _held_before.get(id(cache), set()) | reload
+            raise
+        with _lock:
             cache.update(loaded)
-        else:  # a change came meanwhile: keep none of it; the next miss reloads them
-            _held_before[id(cache)] = _held_before.get(id(cache), set()) | reload
-    for key in wanted.intersection(keys):
-        if key in loaded:
-            found[key] = loaded[key]
-        else:
-            found.pop(key, None)
+        found.update((key, loaded[key]) for key in missing if key in loaded)
     return found
 
 
@@ -146,15 +132,15 @@ def preload(max_stations: int) -> bool:
     for box in Box.objects.order_by():
         boxes.setdefault(box.code, []).append(box)
     connectors = {(c.box_id, c.code): c for c in Connector.objects.order_by()}
+    global _expires
     with _lock:
         if generation != _generation:
             return False  # equipment changed while it read: those rows may be stale
-        due = time.monotonic() + CACHE_SECONDS
-        for cache, loaded in zip(_CACHES, (stations, boxes, connectors), strict=True):
+        for cache, loaded in ((_stations, stations), (_boxes, boxes), (_connectors, connectors)):
             cache.clear()
             cache.update(loaded)
             _held_before.pop(id(cache), None)
-            _due_at[id(cache)] = due
+        _expires = time.monotonic() + CACHE_SECONDS
     logger.info(
         "equipment lookups preloaded: %d stations, %d boxes, %d connectors",
         len(stations),
@@ -178,12 +164,10 @@ def preload_at_start() -> None:
 
 
 def clear() -> None:
-    global _generation
+    global _expires, _generation
     with _lock:
+        _expires = 0.0
         _generation += 1
-        for cache in _CACHES:
-            _held_before[id(cache)] = _held_before.get(id(cache), set()) | cache.keys()
-            cache.clear()
 
 
 @receiver(post_save, sender=Station, dispatch_uid="lookup-station-save")

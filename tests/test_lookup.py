@@ -14,41 +14,38 @@ from stations.models import Station
 def empty_caches():
     # A test that fails half-way must not leave rows of a flushed database cached.
     lookup.clear()
-    lookup._due_at.clear()
-    lookup._held_before.clear()
     yield
     lookup.clear()
 
 
-def test_a_load_that_a_change_overtakes_answers_its_caller_but_is_not_kept():
+def test_a_lookup_answers_with_what_it_loaded_even_when_the_cache_expires_meanwhile():
     def load(missing):
-        lookup.clear()  # a change in this process while this one loads
+        # Another thread finds the cache expired and clears it while this one loads.
+        lookup.clear()
+        lookup._fresh()
         return {code: f"row {code}" for code in missing}
 
+    lookup.clear()
     assert lookup._cached(lookup._stations, {"ST001", "ST002"}, load) == {
         "ST001": "row ST001",
         "ST002": "row ST002",
     }
-    # Not kept (it may have been read before the change): the next caller loads.
-    loads = []
-
-    def load_again(keys):
-        loads.append(set(keys))
-        return {code: f"new {code}" for code in keys}
-
-    assert lookup._cached(lookup._stations, {"ST001"}, load_again) == {"ST001": "new ST001"}
-    assert loads == [{"ST001"}]
+    # And what it loaded is cached for the next caller.
+    assert lookup._cached(lookup._stations, {"ST001"}, lambda missing: {}) == {"ST001": "row ST001"}
+    lookup.clear()
 
 
-def test_after_a_change_one_miss_reloads_every_key_the_cache_held_in_one_load():
+def test_after_expiry_one_miss_reloads_every_key_the_cache_held_in_one_load():
     loads = []
 
     def load(keys):
         loads.append(set(keys))
         return {code: f"row {code}" for code in keys if code != "GONE"}
 
+    lookup.clear()
+    lookup._fresh()
     lookup._cached(lookup._stations, {"ST001", "ST002", "GONE"}, load)
-    lookup.clear()  # changed in this process
+    lookup.clear()  # expired (or changed in this process)
 
     assert lookup._cached(lookup._stations, {"ST003"}, load) == {"ST003": "row ST003"}
     assert loads[-1] == {"ST001", "ST002", "ST003"}  # the held keys with the miss, at once
@@ -62,37 +59,7 @@ def test_after_a_change_one_miss_reloads_every_key_the_cache_held_in_one_load():
     # A key that no longer exists is neither cached nor asked for again unprompted.
     assert lookup._cached(lookup._stations, {"GONE"}, load) == {}
     assert loads == [{"GONE"}]
-
-
-def test_when_the_cache_is_due_one_caller_reloads_it_while_the_others_answer_from_it():
-    version = {"now": 1}
-    loads = []
-
-    def load(keys):
-        loads.append(set(keys))
-        gone = {"GONE"} if version["now"] > 1 else set()
-        return {code: f"{code} v{version['now']}" for code in keys - gone}
-
-    lookup._cached(lookup._stations, {"ST001", "ST002", "GONE"}, load)
-    loads.clear()
-    version["now"] = 2
-    lookup._due_at.clear()  # CACHE_SECONDS have passed
-    meanwhile = []
-
-    def reload_while_another_asks(keys):
-        # Another thread asks while this one reloads: answered from the rows held.
-        meanwhile.append(lookup._cached(lookup._stations, {"ST002"}, load))
-        return load(keys)
-
-    assert lookup._cached(lookup._stations, {"ST001"}, reload_while_another_asks) == {
-        "ST001": "ST001 v2"
-    }
-    assert meanwhile == [{"ST002": "ST002 v1"}]  # no stall, no load of its own
-    assert loads == [{"ST001", "ST002", "GONE"}]  # one load of every key held
-    loads.clear()
-    # Reloaded in place: the new rows, and the key no longer there gone.
-    assert lookup._cached(lookup._stations, {"ST002", "GONE"}, load) == {"ST002": "ST002 v2"}
-    assert loads == [{"GONE"}]
+    lookup.clear()
 
 
 @pytest.mark.django_db(transaction=True)
