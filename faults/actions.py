@@ -66,7 +66,7 @@ def act_on_fault(fault_id: int, action: str, actor: Actor, note: str | None = No
             note=note or "",
         )
         frames = append_changes([Change(station, LogEntry.Kind.FAULT.value, fault_data(fault))])
-        announce({station.pk: (station.code, frames[0].id, frames[-1].id)})
+        announce([(station, frames[0].id)], {station.pk: frames[-1].id})
         transaction.on_commit(lambda: publish_frames(frames), robust=True)
     return fault
 

@@ -79,31 +79,46 @@ def _cached(cache: dict, wanted: set, load) -> dict:
     return found
 
 
+# Rows keyed as each cache keys them: the lookups' loads and the preload share these.
+def _by_code(stations) -> dict[str, Station]:
+    return {station.code: station for station in stations}
+
+
+def _boxes_by_code(boxes) -> dict[str, list[Box]]:
+    found: dict[str, list[Box]] = {}
+    for box in boxes:
+        found.setdefault(box.code, []).append(box)
+    return found
+
+
+def _by_box_and_code(connectors) -> dict[tuple[int, str], Connector]:
+    return {(connector.box_id, connector.code): connector for connector in connectors}
+
+
 def stations_by_code(codes: set[str]) -> dict[str, Station]:
     # .order_by(): the models' default orderings join other tables; lookups need none.
     return _cached(
         _stations,
         codes,
-        lambda missing: {s.code: s for s in Station.objects.filter(code__in=missing).order_by()},
+        lambda missing: _by_code(Station.objects.filter(code__in=missing).order_by()),
     )
 
 
 def boxes_by_code(codes: set[str]) -> dict[str, list[Box]]:
-    def load(missing):
-        found: dict[str, list[Box]] = {}
-        for box in Box.objects.filter(code__in=missing).order_by():
-            found.setdefault(box.code, []).append(box)
-        return found
-
-    return _cached(_boxes, codes, load)
+    return _cached(
+        _boxes,
+        codes,
+        lambda missing: _boxes_by_code(Box.objects.filter(code__in=missing).order_by()),
+    )
 
 
 def connectors_by_box(boxes: list[Box], codes: set[str]) -> dict[tuple[int, str], Connector]:
     def load(missing):
-        rows = Connector.objects.filter(
-            box__in={box_id for box_id, _ in missing}, code__in={code for _, code in missing}
-        ).order_by()
-        return {(c.box_id, c.code): c for c in rows}
+        return _by_box_and_code(
+            Connector.objects.filter(
+                box__in={box_id for box_id, _ in missing}, code__in={code for _, code in missing}
+            ).order_by()
+        )
 
     return _cached(_connectors, {(box.pk, code) for box in boxes for code in codes}, load)
 
@@ -127,11 +142,9 @@ def preload(max_stations: int) -> bool:
         return False
     with _lock:
         generation = _generation
-    stations = {s.code: s for s in Station.objects.order_by()}
-    boxes: dict[str, list[Box]] = {}
-    for box in Box.objects.order_by():
-        boxes.setdefault(box.code, []).append(box)
-    connectors = {(c.box_id, c.code): c for c in Connector.objects.order_by()}
+    stations = _by_code(Station.objects.order_by())
+    boxes = _boxes_by_code(Box.objects.order_by())
+    connectors = _by_box_and_code(Connector.objects.order_by())
     global _expires
     with _lock:
         if generation != _generation:

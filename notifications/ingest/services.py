@@ -10,7 +10,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -24,7 +23,7 @@ from notifications.ingest.write_lock import write_lock
 from notifications.log import allocate_seqs, number_changes, write_changes
 from notifications.models import Notification
 from notifications.push.publish import publish_frames
-from notifications.push.pushpin_relay import announce, new_ranges
+from notifications.push.pushpin_relay import announce
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +132,7 @@ def _store_rows(candidates: dict[str, EventInput]) -> tuple[list[Notification], 
     last_seq = {pk: seq - 1 for pk, seq in next_seq.items()}
     rows, derived_frames = number_changes(derived.changes, last_seq)
     write_changes(rows, last_seq)
-    if settings.GRIP_URLS:
-        announce(new_ranges(((row.station, row.seq) for row in new_rows), last_seq))
+    announce(((row.station, row.seq) for row in new_rows), last_seq)
     return new_rows, CommittedFrames(new_rows, derived_frames)
 
 

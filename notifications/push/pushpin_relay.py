@@ -81,9 +81,10 @@ Ranges = dict[int, tuple[str, int, int]]  # station pk -> (code, first, last num
 
 
 def new_ranges(numbered, last_seq: dict[int, int]) -> Ranges:
-    """What a transaction announces: `numbered` is its new notifications' (station,
-    number) in arrival order, a station's first one its first new entry; `last_seq`
-    each station's last new number (past the derived entries too)."""
+    """What a transaction announces: `numbered` is (station, number) of its first new
+    entries in log order (its notifications', in arrival order), a station's first one
+    its first new entry; `last_seq` each station's last new number (past the derived
+    entries too)."""
     ranges: Ranges = {}
     for station, seq in numbered:
         if station.pk not in ranges:
@@ -98,10 +99,14 @@ def payloads(ranges: Ranges) -> list[str]:
     return joined_under(encoded, _MAX_PAYLOAD, "[", "]", ",")
 
 
-def announce(ranges: Ranges) -> None:
-    """Inside the transaction that wrote these entries: tell the relay once it commits.
-    (The PostgreSQL ingest sends ANNOUNCE in its own write statement.)"""
-    if not settings.GRIP_URLS or not ranges:
+def announce(numbered, last_seq: dict[int, int]) -> None:
+    """Inside the transaction that wrote new log entries (`numbered` and `last_seq` as
+    for new_ranges): tell the relay once it commits. (The PostgreSQL ingest sends
+    ANNOUNCE in its own write statement.)"""
+    if not settings.GRIP_URLS:
+        return
+    ranges = new_ranges(numbered, last_seq)
+    if not ranges:
         return
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
