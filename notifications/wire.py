@@ -93,6 +93,12 @@ def sse_frame(event: str, data: str, event_id: str | None = None) -> str:
     return f"event: {event}\n{id_line}data: {data}\n\n"
 
 
+def escape_build_id(text: str) -> str:
+    """Text for Pushpin content with the build-id filter, which reads "%" as the start
+    of a format marker ("%I" is the stream's cursor): a literal "%" goes as "%%"."""
+    return text.replace("%", "%%")
+
+
 class CursorError(ValueError):
     pass
 

@@ -112,3 +112,18 @@ def test_a_publish_larger_than_pushpin_takes_goes_as_several_in_order(nodes, set
         assert [(i["id"], i["prev-id"]) for i in items] == [
             (str(seq), str(seq - 1)) for seq in range(1, 41)
         ]
+
+
+def test_a_published_frame_escapes_percent_for_pushpins_build_id_filter(nodes):
+    # Pushpin's build-id filter puts the stream's cursor where "%I" stands and reads
+    # any other "%" as a marker: a literal one goes as "%%". These are the bytes
+    # django-eventstream's sse_encode_event(escape=True) gives (this project's one frame
+    # encoder replaced it on the relay).
+    data = json.dumps({"message": "100% load, %I and %s stay text", "note": "電樁\u2028"})
+    grip.publish_to_pushpin([("ST001", "fault", data, 3)])
+
+    for node in nodes:
+        (item,) = node.bodies[0]["items"]
+        content = item["formats"]["http-stream"]["content"]
+        assert content == ("event: fault\nid: %I\ndata: " + data.replace("%", "%%") + "\n\n")
+        assert item["formats"]["http-stream"]["content-filters"] == ["build-id"]

@@ -40,7 +40,13 @@ from gripcontrol import Channel
 from access.policy import Principal
 from notifications.log import LogPosition, log_entries_after
 from notifications.push.pushpin import channel_name, principal_channel
-from notifications.wire import HEARTBEAT_FRAME, KEEPALIVE_COMMENT, format_cursor, sse_frame
+from notifications.wire import (
+    HEARTBEAT_FRAME,
+    KEEPALIVE_COMMENT,
+    escape_build_id,
+    format_cursor,
+    sse_frame,
+)
 
 NEXT_LINK_SALT = "cgm.grip-next-link"
 
@@ -82,11 +88,6 @@ def grip_last_cursor(request) -> dict[str, int]:
     return cursor
 
 
-def _escape(text: str) -> str:
-    # Content on channels with the build-id filter treats "%" as a format marker.
-    return text.replace("%", "%%")
-
-
 def grip_response(
     request,
     *,
@@ -119,7 +120,7 @@ def grip_response(
         # knows from the start that they arrive.
         body.append(HEARTBEAT_FRAME)
 
-    response = HttpResponse(_escape("".join(body)), content_type="text/event-stream")
+    response = HttpResponse(escape_build_id("".join(body)), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
 
@@ -144,7 +145,7 @@ def grip_response(
     if not more:
         instruct.set_hold_stream()
     instruct.meta["id_format"] = ",".join(
-        f"{_escape(quote(code))}:%({channel_name(code)})s" for code in codes
+        f"{escape_build_id(quote(code))}:%({channel_name(code)})s" for code in codes
     )
     # Pushpin sends this whenever the stream has been idle that long: a comment line, or
     # for ?heartbeat=1 the heartbeat event (EventSource hides comments from the page).
