@@ -25,15 +25,31 @@ class Subscriber:
     duplicates: int = 0
     reconnects: int = 0
     transport: asyncio.Transport | None = None
+    # Set while the bench itself closes the stream (a storm, the end of a scenario): a
+    # close that is not the bench's is the server's, and the stream is reopened.
+    closed_by_bench: bool = False
+    attempts: int = 0  # opens tried so far: a reopen goes ahead only if none came since
+
+
+def close_stream(sub: Subscriber) -> None:
+    """The bench closes this stream (it is not reopened unless the bench does)."""
+    sub.closed_by_bench = True
+    sub.opened = False
+    if sub.transport is not None:
+        sub.transport.close()
 
 
 class _SSEProtocol(asyncio.Protocol):
     """HTTP/1.1 response head, then chunked (or raw) SSE frames."""
 
-    def __init__(self, sub: Subscriber, stats: "Stats", opened: asyncio.Future):
+    def __init__(
+        self, sub: Subscriber, stats: "Stats", opened: asyncio.Future, port: int | None = None
+    ):
         self.sub = sub
         self.stats = stats
         self.opened = opened
+        self.port = port  # where to reopen a stream the server ends (None: not reopened)
+        self.transport: asyncio.Transport | None = None
         self.head = b""
         self.in_body = False
         self.chunked = False
@@ -42,6 +58,7 @@ class _SSEProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.sub.transport = transport
+        self.transport = transport
         lines = [f"GET {self.sub.path} HTTP/1.1", "Host: 127.0.0.1", "Accept: text/event-stream"]
         headers = dict(self.sub.headers)
         if self.sub.last_id:
@@ -75,6 +92,12 @@ class _SSEProtocol(asyncio.Protocol):
             if line_end < 0:
                 return
             size = int(self.raw[:line_end].split(b";")[0] or b"0", 16)
+            if size == 0:
+                # The last chunk: the server ended the stream (the connection may stay
+                # open). EventSource treats it like a broken connection: see below.
+                self.raw = b""
+                self.transport.close()
+                return
             if len(self.raw) < line_end + 2 + size + 2:
                 return
             start = line_end + 2
@@ -128,6 +151,20 @@ class _SSEProtocol(asyncio.Protocol):
         if not self.opened.done():
             self.sub.failed = self.sub.failed or f"closed before stream-open ({exc})"
             self.opened.set_result(False)
+        elif (
+            self.opened.result()
+            and self.sub.transport is self.transport
+            and not self.sub.closed_by_bench
+            and self.port is not None
+        ):
+            # The server ended a stream that was open: a client reconnects from its last
+            # id, as EventSource and the console do; the events meanwhile come with the
+            # replay. Counted, so a server that ends streams shows in the result line.
+            self.sub.opened = False
+            self.stats.server_closes += 1
+            task = asyncio.get_running_loop().create_task(_reopen(self.port, self.sub, self.stats))
+            self.stats.reopening.add(task)
+            task.add_done_callback(self.stats.reopening.discard)
 
 
 @dataclass
@@ -146,6 +183,8 @@ class Stats:
     open_retries: int = 0
     retry_reasons: Counter = field(default_factory=Counter)  # why opens were retried
     errors: dict = field(default_factory=dict)  # status -> the first error body seen
+    server_closes: int = 0  # open streams the server ended (each reopened)
+    reopening: set = field(default_factory=set)  # their reopen tasks, until open
 
 
 # The console's reconnect delays (static/console/stream.js BACKOFF_MS), in seconds: it
@@ -178,12 +217,25 @@ async def open_subscriber(port: int, sub: Subscriber, stats: Stats, timeout: flo
         sub.failed = None
 
 
+async def _reopen(port: int, sub: Subscriber, stats: Stats) -> None:
+    attempts = sub.attempts
+    await asyncio.sleep(BACKOFF[0])
+    if not sub.closed_by_bench and sub.attempts == attempts:
+        sub.reconnects += 1
+        sub.failed = None
+        await open_subscriber(port, sub, stats)
+
+
 async def _open_once(port: int, sub: Subscriber, stats: Stats, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
     opened = loop.create_future()
+    sub.closed_by_bench = False
+    sub.attempts += 1
     try:
         await asyncio.wait_for(
-            loop.create_connection(lambda: _SSEProtocol(sub, stats, opened), "127.0.0.1", port),
+            loop.create_connection(
+                lambda: _SSEProtocol(sub, stats, opened, port), "127.0.0.1", port
+            ),
             timeout,
         )
         return await asyncio.wait_for(opened, timeout)
@@ -213,9 +265,7 @@ async def reconnect_storm(
     with its last seen id as Last-Event-ID. Returns how many failed to reopen, and the
     seconds from the drop until the last one was back."""
     for sub in subs:
-        if sub.transport is not None:
-            sub.transport.close()
-        sub.opened = False
+        close_stream(sub)
     await asyncio.sleep(0.2)
     start = time.monotonic()
     failures = 0

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import (  # noqa: E402
     Stats,
     Subscriber,
+    close_stream,
     open_all,
     post_at_rate,
     post_flat_out,
@@ -416,8 +417,9 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
     lost = sum(len(set(sent.get(sub.station, [])) - sub.received) for sub in subs)
     duplicated = sum(sub.duplicates for sub in subs)
     for sub in subs:
-        if sub.transport:
-            sub.transport.close()
+        close_stream(sub)
+    for task in list(stats.reopening):
+        task.cancel()
 
     first, later = start_and_after(stats, len(steady))
     line = (
@@ -434,6 +436,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
         f"after={ms(pct(later, 0.99))}) | "
         f"rss/stream={per_stream:.1f}KiB (all server processes) "
         f"django_threads={threads_django} all_threads={threads_open} db_connections={db_conns}"
+        f" | streams the server ended={stats.server_closes} (reopened as the console does)"
     )
     if storm_failed is not None:
         line += (
@@ -542,8 +545,7 @@ async def opens_scenario(stack: Stack, args) -> list[str]:
             f"retried={stats.open_retries} | {cpu}" + failure_reasons(subs, stats)
         )
         for sub in subs:
-            if sub.transport:
-                sub.transport.close()
+            close_stream(sub)
         await asyncio.sleep(2)  # the closed streams gone from the server
     return lines
 
@@ -557,8 +559,7 @@ async def idle_scenario(stack: Stack, args) -> str:
     await asyncio.sleep(3)
     after, threads_after = measure(stack)
     for sub in subs:
-        if sub.transport:
-            sub.transport.close()
+        close_stream(sub)
     return (
         f"idle: streams={args.subscribers} failed_opens={failed} "
         f"server RSS {before / 1024:.1f}->{after / 1024:.1f}MiB "
