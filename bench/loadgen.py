@@ -25,15 +25,15 @@ class Subscriber:
     duplicates: int = 0
     reconnects: int = 0
     transport: asyncio.Transport | None = None
-    # Set while the bench itself closes the stream (a storm, the end of a scenario): a
-    # close that is not the bench's is the server's, and the stream is reopened.
-    closed_by_bench: bool = False
-    attempts: int = 0  # opens tried so far: a reopen goes ahead only if none came since
+    ever_opened: bool = False  # owed every event of its station from then on
+    # Moves on each time the bench closes the stream or opens it anew: a connection or
+    # a reopen of an older generation is stale, and closes (or gives up) by itself.
+    generation: int = 0
 
 
 def close_stream(sub: Subscriber) -> None:
     """The bench closes this stream (it is not reopened unless the bench does)."""
-    sub.closed_by_bench = True
+    sub.generation += 1
     sub.opened = False
     if sub.transport is not None:
         sub.transport.close()
@@ -43,12 +43,18 @@ class _SSEProtocol(asyncio.Protocol):
     """HTTP/1.1 response head, then chunked (or raw) SSE frames."""
 
     def __init__(
-        self, sub: Subscriber, stats: "Stats", opened: asyncio.Future, port: int | None = None
+        self,
+        sub: Subscriber,
+        stats: "Stats",
+        opened: asyncio.Future,
+        port: int | None = None,
+        generation: int | None = None,
     ):
         self.sub = sub
         self.stats = stats
         self.opened = opened
         self.port = port  # where to reopen a stream the server ends (None: not reopened)
+        self.generation = generation  # the subscriber's when this open began
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.in_body = False
@@ -57,8 +63,11 @@ class _SSEProtocol(asyncio.Protocol):
         self.text = b""  # decoded SSE bytes
 
     def connection_made(self, transport):
-        self.sub.transport = transport
         self.transport = transport
+        if self.generation is not None and self.generation != self.sub.generation:
+            transport.close()  # the bench closed or reopened the stream meanwhile
+            return
+        self.sub.transport = transport
         lines = [f"GET {self.sub.path} HTTP/1.1", "Host: 127.0.0.1", "Accept: text/event-stream"]
         headers = dict(self.sub.headers)
         if self.sub.last_id:
@@ -126,6 +135,7 @@ class _SSEProtocol(asyncio.Protocol):
                 self.sub.last_id = event_id.decode()
             if event == b"stream-open" and not self.opened.done():
                 self.sub.opened = True
+                self.sub.ever_opened = True
                 self.opened.set_result(True)
             elif event == b"notification":
                 # The data object starts with the sender's id: no full JSON parse needed.
@@ -152,17 +162,21 @@ class _SSEProtocol(asyncio.Protocol):
             self.sub.failed = self.sub.failed or f"closed before stream-open ({exc})"
             self.opened.set_result(False)
         elif (
-            self.opened.result()
+            self.port is not None
+            and not self.opened.cancelled()
+            and self.opened.result()
+            and self.generation == self.sub.generation
             and self.sub.transport is self.transport
-            and not self.sub.closed_by_bench
-            and self.port is not None
         ):
-            # The server ended a stream that was open: a client reconnects from its last
-            # id, as EventSource and the console do; the events meanwhile come with the
-            # replay. Counted, so a server that ends streams shows in the result line.
+            # The server ended a stream that was open (not the bench: that moves the
+            # generation on): a client reconnects from its last id, as EventSource and
+            # the console do, and the events meanwhile come with the replay. Counted,
+            # so a server that ends streams shows in the result line.
             self.sub.opened = False
             self.stats.server_closes += 1
-            task = asyncio.get_running_loop().create_task(_reopen(self.port, self.sub, self.stats))
+            task = asyncio.get_running_loop().create_task(
+                _reopen(self.port, self.sub, self.stats, self.generation)
+            )
             self.stats.reopening.add(task)
             task.add_done_callback(self.stats.reopening.discard)
 
@@ -193,16 +207,25 @@ BACKOFF = (1.0, 2.0, 4.0, 8.0, 10.0)
 GIVE_UP_AFTER = 180.0  # the bench's own limit: a stream still not open then has failed
 
 
-async def open_subscriber(port: int, sub: Subscriber, stats: Stats, timeout: float = 30) -> bool:
+async def open_subscriber(
+    port: int, sub: Subscriber, stats: Stats, timeout: float = 30, generation: int | None = None
+) -> bool:
     """Open the stream as the console does: an open that fails with a 5xx or 429 answer,
     or a connection that drops before stream-open, is tried again after the console's
     backoff, from the last id seen, and again every 10 s after that; a 4xx (refused) is
     not. Each retry is counted in stats.open_retries; False when still not open after
-    GIVE_UP_AFTER seconds."""
+    GIVE_UP_AFTER seconds. A reopen passes the generation it continues; any other call
+    is the bench's own open, a new generation. Either gives up once the bench has closed
+    or opened the stream since."""
+    if generation is None:
+        sub.generation += 1
+        generation = sub.generation
     give_up = time.monotonic() + GIVE_UP_AFTER
     attempt = 0
     while True:
-        if await _open_once(port, sub, stats, timeout):
+        if sub.generation != generation:
+            return False
+        if await _open_once(port, sub, stats, timeout, generation):
             return True
         status = sub.failed.split(" ")[1] if sub.failed.startswith("HTTP/") else ""
         if status.startswith("4") and status != "429":
@@ -217,24 +240,23 @@ async def open_subscriber(port: int, sub: Subscriber, stats: Stats, timeout: flo
         sub.failed = None
 
 
-async def _reopen(port: int, sub: Subscriber, stats: Stats) -> None:
-    attempts = sub.attempts
+async def _reopen(port: int, sub: Subscriber, stats: Stats, generation: int) -> None:
     await asyncio.sleep(BACKOFF[0])
-    if not sub.closed_by_bench and sub.attempts == attempts:
+    if sub.generation == generation:
         sub.reconnects += 1
         sub.failed = None
-        await open_subscriber(port, sub, stats)
+        await open_subscriber(port, sub, stats, generation=generation)
 
 
-async def _open_once(port: int, sub: Subscriber, stats: Stats, timeout: float) -> bool:
+async def _open_once(
+    port: int, sub: Subscriber, stats: Stats, timeout: float, generation: int
+) -> bool:
     loop = asyncio.get_running_loop()
     opened = loop.create_future()
-    sub.closed_by_bench = False
-    sub.attempts += 1
     try:
         await asyncio.wait_for(
             loop.create_connection(
-                lambda: _SSEProtocol(sub, stats, opened, port), "127.0.0.1", port
+                lambda: _SSEProtocol(sub, stats, opened, port, generation), "127.0.0.1", port
             ),
             timeout,
         )

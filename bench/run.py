@@ -405,7 +405,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
     else:
         await post
 
-    expected = sum(len(sent.get(sub.station, [])) for sub in subs if sub.opened or sub.received)
+    expected = sum(len(sent.get(sub.station, [])) for sub in subs if sub.ever_opened)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         delivered = sum(len(sub.received) for sub in subs)
@@ -546,6 +546,8 @@ async def opens_scenario(stack: Stack, args) -> list[str]:
         )
         for sub in subs:
             close_stream(sub)
+        for task in list(stats.reopening):
+            task.cancel()
         await asyncio.sleep(2)  # the closed streams gone from the server
     return lines
 

@@ -11,6 +11,7 @@ import pytest
 
 from access.policy import Principal
 from notifications.push import pushpin as grip
+from notifications.wire import encode_data
 from tests.server import free_port
 
 
@@ -119,7 +120,8 @@ def test_a_published_frame_escapes_percent_for_pushpins_build_id_filter(nodes):
     # any other "%" as a marker: a literal one goes as "%%". These are the bytes
     # django-eventstream's sse_encode_event(escape=True) gives (this project's one frame
     # encoder replaced it on the relay).
-    data = json.dumps({"message": "100% load, %I and %s stay text", "note": "電樁\u2028"})
+    # As the log holds it: wire.encode_data, non-ASCII characters as they are.
+    data = encode_data({"message": "100% load, %I and %s stay text", "note": "電樁\u2028"})
     grip.publish_to_pushpin([("ST001", "fault", data, 3)])
 
     for node in nodes:
