@@ -249,27 +249,38 @@ def test_postgresql_stopped_and_started_under_load_refuses_with_503_and_retry_af
             await asyncio.sleep(4)
             down["to"] = time.monotonic()
             await asyncio.to_thread(cluster.start)
+            down["back"] = time.monotonic()  # it answers again (pg_ctl waited for that)
             run.mark("postgres started")
 
         outcome = asyncio.run(run_load(load, outage))
         problems = outcome.problems()
         during = [
-            (answered - sent, status)
+            (answered - sent, status, answered - down["back"])
             for sent, answered, status in outcome.ledger.attempts
             if down["from"] <= sent < down["to"]
         ]
-        statuses = Counter(status for _, status in during)
-        slowest = max((took for took, _ in during), default=0)
+        statuses = Counter(status for _, status, _ in during)
+        slowest = max((took for took, status, _ in during if status == 503), default=0)
+        # A post stored after waiting for a connection (at most DB_POOL_TIMEOUT, 2 s)
+        # could not be answered before the database was back: timed from then.
+        slowest_stored = max((late for _, status, late in during if status != 503), default=0)
         print(
             f"[fault suite]   posts sent while PostgreSQL was down: {dict(statuses)}, "
-            f"slowest answer {slowest:.2f} s"
+            f"slowest 503 {slowest:.2f} s after the post, slowest stored "
+            f"{slowest_stored:.2f} s after the database was back"
         )
-        # Answered promptly either way: 503 (retry), or stored once the database came back
-        # while the post waited for a connection (at most DB_POOL_TIMEOUT, 2 s).
-        if not during or 503 not in statuses or set(statuses) - {503, 200, 201} or slowest > 3:
+        # Answered promptly either way: 503 (retry), or stored once the database came back.
+        if (
+            not during
+            or 503 not in statuses
+            or set(statuses) - {503, 200, 201}
+            or slowest > 3
+            or slowest_stored > 3
+        ):
             problems.append(
                 f"posts sent while PostgreSQL was down: {dict(statuses)} (not 503 or stored, "
-                f"at once), slowest answer {slowest:.2f} s"
+                f"at once), slowest 503 {slowest:.2f} s, slowest stored {slowest_stored:.2f} s "
+                f"after the database was back"
             )
         opens = [
             (answered - began, status, answered < down["to"])
