@@ -39,6 +39,14 @@ def close_stream(sub: Subscriber) -> None:
         sub.transport.close()
 
 
+def close_all(subs: list[Subscriber], stats: "Stats") -> None:
+    """The end of a scenario: every stream closed, and no reopen left pending."""
+    for sub in subs:
+        close_stream(sub)
+    for task in list(stats.reopening):
+        task.cancel()
+
+
 class _SSEProtocol(asyncio.Protocol):
     """HTTP/1.1 response head, then chunked (or raw) SSE frames."""
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import (  # noqa: E402
     Stats,
     Subscriber,
-    close_stream,
+    close_all,
     open_all,
     post_at_rate,
     post_flat_out,
@@ -416,10 +416,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
     delivered = sum(len(sub.received) for sub in subs)
     lost = sum(len(set(sent.get(sub.station, [])) - sub.received) for sub in subs)
     duplicated = sum(sub.duplicates for sub in subs)
-    for sub in subs:
-        close_stream(sub)
-    for task in list(stats.reopening):
-        task.cancel()
+    close_all(subs, stats)
 
     first, later = start_and_after(stats, len(steady))
     line = (
@@ -544,10 +541,7 @@ async def opens_scenario(stack: Stack, args) -> list[str]:
             f"({args.subscribers / elapsed:.0f}/s) failed={failed} "
             f"retried={stats.open_retries} | {cpu}" + failure_reasons(subs, stats)
         )
-        for sub in subs:
-            close_stream(sub)
-        for task in list(stats.reopening):
-            task.cancel()
+        close_all(subs, stats)
         await asyncio.sleep(2)  # the closed streams gone from the server
     return lines
 
@@ -560,8 +554,7 @@ async def idle_scenario(stack: Stack, args) -> str:
     failed = await open_all(stack.client_port, subs, stats)
     await asyncio.sleep(3)
     after, threads_after = measure(stack)
-    for sub in subs:
-        close_stream(sub)
+    close_all(subs, stats)
     return (
         f"idle: streams={args.subscribers} failed_opens={failed} "
         f"server RSS {before / 1024:.1f}->{after / 1024:.1f}MiB "

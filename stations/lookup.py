@@ -124,8 +124,9 @@ def connectors_by_box(boxes: list[Box], codes: set[str]) -> dict[tuple[int, str]
 
 
 def preload(max_stations: int) -> bool:
-    """Fill the caches with every station, box and connector, in three queries, when
-    there are at most max_stations stations (0: never); True if it did. A larger
+    """Fill the caches with every station, box and connector, in three queries after
+    counting the stations, when there are at most max_stations of them (0: never, and
+    no query); True if it did. A larger
     catalogue loads on demand as before (a process then holds only what it is asked
     about). Kept CACHE_SECONDS like any lookup; after that the held keys reload
     together."""

@@ -54,7 +54,8 @@ def publish_to_pushpin(events: list[tuple[str, str, str, int]]) -> list[str]:
         # Pushpin's build-id filter puts the stream's cursor where "%I" stands. The
         # frame is the one every stream sends (wire.py); django-eventstream's
         # sse_encode_event gives the same bytes but escapes "%" a character at a time in
-        # Python, a sixth of the relay's CPU (docs/SCALING.md, eighth session).
+        # Python: 21.5 against 0.5 µs for a 315-byte frame (docs/SCALING.md, eighth
+        # session).
         content = sse_frame(event_type, escape_build_id(data), event_id="%I")
         items.append(
             {
