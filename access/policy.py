@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.utils import timezone
 
 from access.models import KEY_PREFIX, ApiKey, StationAccess, hash_key
+from cgm.db_rows import aware_row
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ _key_cache: dict[str, tuple[float, ApiKey | None]] = {}
 _key_cache_lock = threading.Lock()
 
 
+_KEY_FIELDS = [f.attname for f in ApiKey._meta.concrete_fields]
 _ACTIVE_KEY_SQL = (
     f"SELECT {', '.join(f.column for f in ApiKey._meta.concrete_fields)} "  # noqa: S608
     f"FROM {ApiKey._meta.db_table} WHERE prefix = %s AND revoked_at IS NULL LIMIT 1"
@@ -118,9 +121,15 @@ def find_key(raw: str, *, cached: bool = True) -> ApiKey | None:
         hit = _key_cache.get(digest)
     if cached and hit is not None and hit[0] > now:
         return hit[1]
-    # raw(): every stream open and every uncached request asks, and building the ORM's
-    # query cost more than the database's answer (docs/PERFORMANCE.md, issue 13).
-    api_key = next(iter(ApiKey.objects.raw(_ACTIVE_KEY_SQL, [parts[1]])), None)
+    # A plain cursor: every stream open and every uncached request asks, and building
+    # the ORM's query (or a raw() queryset's column mapping) cost more than the
+    # database's answer (docs/PERFORMANCE.md, issue 13).
+    with connection.cursor() as cursor:
+        cursor.execute(_ACTIVE_KEY_SQL, [parts[1]])
+        row = cursor.fetchone()
+    api_key = None
+    if row is not None:
+        api_key = ApiKey.from_db(connection.alias, _KEY_FIELDS, aware_row(row))
     if api_key is not None and not hmac.compare_digest(api_key.key_hash, digest):
         api_key = None
     with _key_cache_lock:

@@ -11,12 +11,11 @@ Runs inside the ingest's transaction, with the group's stations locked
 - Others (SQLite, in-process): the ORM, and executemany for the writes.
 """
 
-from datetime import UTC, datetime
-
 import psycopg
 from django.db import connection
 from psycopg.types.json import Jsonb
 
+from cgm.db_rows import aware_row
 from cgm.pg_statements import Script, Statement
 from faults.derive import CurrentState, Derived, Wanted, key_of
 from faults.models import Fault
@@ -98,13 +97,7 @@ def _select(cursor, template: str, *value_sets) -> list[tuple]:
         template.format(*(", ".join(["%s"] * len(values)) for values in value_sets)),
         [value for values in value_sets for value in values],
     )
-    return [
-        tuple(
-            v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
-            for v in row
-        )
-        for row in cursor.fetchall()
-    ]
+    return [aware_row(row) for row in cursor.fetchall()]
 
 
 _FAULT_UPDATE = (

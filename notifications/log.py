@@ -9,13 +9,16 @@ served from here, not from a replay buffer. Every entry takes the station's next
 row locked (the ingest's statement locks it; operator actions lock it first).
 """
 
+import json
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
 
+from cgm.db_rows import aware
 from notifications.ingest.write_lock import write_lock
 from notifications.models import LogEntry, Notification
 from notifications.push.local import LiveEvent
@@ -32,7 +35,6 @@ _LOG = LogEntry._meta.db_table
 _NOTIFICATION = Notification._meta.db_table
 _BOX = Box._meta.db_table
 _CONNECTOR = Connector._meta.db_table
-_NOTIFICATION_COLUMNS = ", ".join(f"n.{f.column}" for f in Notification._meta.concrete_fields)
 
 
 @dataclass(frozen=True)
@@ -247,19 +249,43 @@ def _changes_after(after, limit: int, through=None) -> list[tuple[int, int, str,
         return cursor.fetchall()
 
 
+class _Replayed(NamedTuple):
+    """What a notification's frame shows (wire.render_notification reads these)."""
+
+    seq: int
+    message_id: str
+    fault_type: str
+    action: str
+    message: str
+    code: str
+    occurred_at: object
+    received_at: object
+    extra: dict
+
+
 def _notifications_after(after, limit: int, through=None) -> list[tuple[int, int, str, tuple]]:
     """(station, seq, "notification", (row, box code, connector code)) of the log's
-    notifications, in (station, seq) order. raw(): the model's own conversions (times,
-    JSON) on every backend, without building a query."""
+    notifications, in (station, seq) order; each row the fields its frame shows.
+    A plain cursor, not raw(): a raw queryset's column mapping and converters, set up
+    anew for every query, cost more than the rows (docs/PERFORMANCE.md, issue 13)."""
     condition, params = _after_condition(after, "n", through)
-    rows = Notification.objects.raw(
-        f"SELECT {_NOTIFICATION_COLUMNS}, b.code AS box_code, c.code AS connector_code "  # noqa: S608
-        f"FROM {_NOTIFICATION} AS n LEFT JOIN {_BOX} AS b ON b.id = n.box_id "
-        f"LEFT JOIN {_CONNECTOR} AS c ON c.id = n.connector_id "
-        f"WHERE {condition} ORDER BY n.station_id, n.seq LIMIT %s",
-        [*params, limit],
-    )
-    return [
-        (row.station_id, row.seq, NOTIFICATION_EVENT, (row, row.box_code, row.connector_code))
-        for row in rows
-    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT n.station_id, n.seq, n.message_id, n.fault_type, n.action, n.message, "  # noqa: S608
+            f"n.code, n.occurred_at, n.received_at, n.extra, b.code, c.code "
+            f"FROM {_NOTIFICATION} AS n LEFT JOIN {_BOX} AS b ON b.id = n.box_id "
+            f"LEFT JOIN {_CONNECTOR} AS c ON c.id = n.connector_id "
+            f"WHERE {condition} ORDER BY n.station_id, n.seq LIMIT %s",
+            [*params, limit],
+        )
+        rows = cursor.fetchall()
+    entries = []
+    for row in rows:
+        station_id, seq, message_id, fault_type, action, message, code = row[:7]
+        occurred_at, received_at, extra, box_code, connector_code = row[7:]
+        replayed = _Replayed(
+            seq, message_id, fault_type, action, message, code,
+            aware(occurred_at), aware(received_at), json.loads(extra),
+        )  # fmt: skip
+        entries.append((station_id, seq, NOTIFICATION_EVENT, (replayed, box_code, connector_code)))
+    return entries

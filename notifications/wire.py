@@ -57,7 +57,7 @@ def render_notification(
 ) -> dict:
     """A notification's data, with its equipment's codes given: the log's replay reads
     the codes with the row (notifications/log.py) instead of loading three related
-    rows per entry."""
+    rows per entry, and hands in a row of the fields read here, not a model instance."""
     return {
         "id": notification.message_id,
         "stationId": station_code,

@@ -175,6 +175,30 @@ def test_last_event_id_replays_exactly_what_was_missed_then_continues_live(serve
     assert resumed.quiet("notification", 0.5) == []
 
 
+def test_a_replayed_notification_is_the_same_frame_as_the_live_one(server):
+    # The replay reads the log with plain SQL (notifications/log.py) and the live frame
+    # is rendered from the stored row: the client must not tell them apart, whatever
+    # the backend returns for times, JSON and the equipment's codes.
+    live = open_stream(server)
+    cursor = live.next_of("stream-open").id
+    events = [
+        make_event("ST001", timestamp="2026-03-01T08:15:30.250+08:00", temperatureC=81.5,
+                   status="Faulted", 位置={"層": 2}),
+        make_event("ST001", boxId=..., connectorId=..., message="station-wide"),
+    ]  # fmt: skip
+    assert server.post(events).status_code == 201
+    sent = live.collect("notification", 2)
+
+    replayed = open_stream(server, headers={"Last-Event-ID": cursor}).collect("notification", 2)
+
+    assert [(e.id, e.data) for e in replayed] == [(e.id, e.data) for e in sent]
+    first = sent[0].json()
+    assert first["timestamp"] == "2026-03-01T00:15:30.250000Z"
+    assert first["extra"] == {"temperatureC": 81.5, "status": "Faulted", "位置": {"層": 2}}
+    assert (first["boxId"], first["connectorId"]) == ("ST001-B1", "1")
+    assert sent[1].json()["timestamp"] is None
+
+
 def test_the_query_parameter_cursor_works_for_clients_without_headers(server):
     server.post([make_event("ST002") for _ in range(2)])
     stream = open_stream(server, "/api/sse/?station=ST002&lastEventId=ST002:1")
