@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from access.models import KEY_PREFIX, ApiKey, StationAccess, hash_key
-from cgm.db_rows import aware_row
+from cgm.db_rows import aware_row, require_plain
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ _key_cache: dict[str, tuple[float, ApiKey | None]] = {}
 _key_cache_lock = threading.Lock()
 
 
-_KEY_FIELDS = [f.attname for f in ApiKey._meta.concrete_fields]
+_KEY_FIELDS = require_plain(ApiKey)  # read with a plain cursor, below
 _ACTIVE_KEY_SQL = (
     f"SELECT {', '.join(f.column for f in ApiKey._meta.concrete_fields)} "  # noqa: S608
     f"FROM {ApiKey._meta.db_table} WHERE prefix = %s AND revoked_at IS NULL LIMIT 1"

@@ -2,7 +2,9 @@
 body and the SSE data line), the SSE frame, and the stream cursor.
 
 One function builds a notification's data for the ingest response, the live publish and
-the log replay, so a client sees the same bytes whichever way an event reaches it.
+the log replay, so a client sees the same data whichever way an event reaches it (the
+same bytes on SQLite; PostgreSQL's jsonb keeps an object's keys in its own order, so a
+replayed `extra` may list them in another order than the live frame did).
 
 Cursors read "ST001:42,ST002:7", one log position per station: the same format
 django-eventstream uses for its compound event ids, so a cursor read from a stream works

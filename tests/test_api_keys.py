@@ -209,3 +209,28 @@ def test_cross_origin_requests_are_allowed_only_for_listed_origins(settings):
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
     )
     assert "Access-Control-Allow-Origin" not in other
+
+
+def test_a_model_read_with_a_plain_cursor_may_only_have_columns_it_converts_as_the_orm():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from cgm.db_rows import require_plain
+
+    assert require_plain(ApiKey) == [f.attname for f in ApiKey._meta.concrete_fields]
+    with pytest.raises(ImproperlyConfigured, match="extra, payload"):
+        require_plain(Notification)  # JSON: a plain cursor gives its text
+
+
+def test_a_key_read_for_a_stream_open_is_the_key_the_orm_reads():
+    from access.policy import find_key
+
+    api_key, raw = ApiKey.issue(name="plain read", scope=ApiKey.Scope.SUBSCRIBE)
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at="2026-03-01T00:00:00Z")
+
+    found = find_key(raw, cached=False)
+    stored = ApiKey.objects.get(pk=api_key.pk)
+
+    assert {f.attname: getattr(found, f.attname) for f in ApiKey._meta.concrete_fields} == {
+        f.attname: getattr(stored, f.attname) for f in ApiKey._meta.concrete_fields
+    }
+    assert found.last_used_at.tzinfo is not None and found.all_stations is False

@@ -176,9 +176,10 @@ def test_last_event_id_replays_exactly_what_was_missed_then_continues_live(serve
 
 
 def test_a_replayed_notification_is_the_same_frame_as_the_live_one(server):
-    # The replay reads the log with plain SQL (notifications/log.py) and the live frame
-    # is rendered from the stored row: the client must not tell them apart, whatever
-    # the backend returns for times, JSON and the equipment's codes.
+    # The replay reads the log with a plain cursor (notifications/log.py), the live
+    # frame is rendered from the event as stored: the client must not tell them apart
+    # (times, JSON, the equipment's codes). This server runs on SQLite, where they are
+    # the same bytes; PostgreSQL's jsonb may reorder `extra`'s keys (notifications/wire.py).
     live = open_stream(server)
     cursor = live.next_of("stream-open").id
     events = [
