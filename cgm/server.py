@@ -24,7 +24,12 @@ server) with a server whose HTTP factory builds the two classes below:
   - a client that stops reading its stream has its connection aborted once
     CGM_SSE_MAX_BACKLOG_BYTES of reply wait behind Twisted's own send buffer, itself
     behind a kernel send buffer fixed at CGM_SOCKET_SEND_BUFFER_BYTES: memory per
-    stream stays bounded, and the client resumes from its cursor when it reconnects.
+    stream stays bounded, and the client resumes from its cursor when it reconnects;
+  - and so that a client that does read is not taken for one that stopped, the
+    server's application gets the channel's `until_writable` in its scope, as the ASGI
+    extension UNTIL_WRITABLE (`BoundedServer.create_application`): a stream's replay
+    waits there between pages (notifications/streams/view.py) instead of writing a long
+    catch-up as fast as the database answers.
 
 What this leans on beyond documented interfaces, all checked at import (a Daphne or
 Twisted upgrade that moves them fails at start-up, not at run time), with both packages
@@ -34,6 +39,7 @@ where the channel asks the request for its body (`gotLength(self.length)`), righ
 it reads the body when `self.length` is not 0.
 """
 
+import asyncio
 import inspect
 import logging
 import socket
@@ -49,6 +55,10 @@ from twisted.web.http import HTTPChannel, Request
 logger = logging.getLogger(__name__)
 
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"cookie")
+# The ASGI scope's extension (scope["extensions"]) that carries the connection's
+# `until_writable(timeout)`: an awaitable that returns once the client has taken what
+# was written (Twisted's send buffer no longer full), or after `timeout` seconds.
+UNTIL_WRITABLE = "cgm.until_writable"
 
 
 def _check_assumptions() -> None:
@@ -150,6 +160,33 @@ class BoundedChannel(HTTPChannel):
         self.send_buffer_full = False
         self.backlog = 0
         super().resumeProducing()
+        self._wake_writers()
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self._wake_writers()
+
+    _drained: asyncio.Future | None = None
+
+    def _wake_writers(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    async def until_writable(self, timeout: float) -> None:
+        """Returns once the client has taken what was written so far (at once when the
+        send buffer is not full), when the connection is gone, or after `timeout`
+        seconds: a client that stopped reading meets the backlog limit as before.
+        (Twisted runs on the asyncio loop here, so its callbacks and this share the
+        loop's thread.)"""
+        if not self.send_buffer_full or self.transport is None:
+            return
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._drained), timeout)
+        except TimeoutError:
+            return
 
     def write(self, data):
         if self.send_buffer_full:
@@ -194,6 +231,15 @@ class BoundedHTTPFactory(HTTPFactory):
 
 
 class BoundedServer(Server):
+    def create_application(self, protocol, scope):
+        channel = getattr(protocol, "channel", None)
+        if isinstance(channel, BoundedChannel):
+            scope["extensions"] = {
+                **scope.get("extensions", {}),
+                UNTIL_WRITABLE: channel.until_writable,
+            }
+        return super().create_application(protocol, scope)
+
     @property
     def http_factory(self):
         return self._http_factory

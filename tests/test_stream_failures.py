@@ -734,3 +734,68 @@ def test_a_client_that_stops_reading_is_disconnected_after_a_bounded_backlog_and
         if slow is not None:
             slow.close()
         server.stop()
+
+
+def test_a_client_far_behind_that_keeps_reading_gets_its_whole_catch_up_without_being_dropped(
+    tmp_path,
+):
+    # A catch-up is many pages of the log. Written as fast as the database answers,
+    # a page went out while the last one still filled the send buffers, and the server
+    # took a client that was reading for one that had stopped (the backlog limit): it
+    # dropped it, and the client's next reconnect met the same. Here each page is
+    # ~430 kB (100 bulky events) against a 64 kB backlog limit: without the pacing the
+    # second page alone is over it.
+    server = DaphneServer(
+        tmp_path, env={"CGM_SSE_MAX_BACKLOG_BYTES": "65536", "CGM_SSE_REPLAY_PAGE": "100"}
+    ).start()
+    try:
+        ingest = ingest_client(server)
+        bulk = "x" * 3900  # a ~4.3 kB frame per event
+        posted = []
+        for _ in range(10):
+            batch = [make_event(STATION, faultType="GENERAL", message=bulk) for _ in range(50)]
+            response = ingest.post("/api/event", json=batch)
+            assert response.status_code == 201, (response.status_code, response.text[:300])
+            posted += [event["id"] for event in batch]
+
+        reader = socket.create_connection(("127.0.0.1", server.port))
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        reader.sendall(
+            (
+                f"GET {STREAM_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                f"Authorization: Bearer {server.subscribe_key}\r\n"
+                f"Last-Event-ID: {STATION}:0\r\nAccept: text/event-stream\r\n\r\n"
+            ).encode()
+        )
+        reader.settimeout(5)
+        received = bytearray()
+        ended = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                chunk = reader.recv(16384)
+            except (ConnectionResetError, TimeoutError) as exc:
+                ended = type(exc).__name__
+                break
+            if not chunk:
+                ended = "eof"
+                break
+            received += chunk
+            if received.count(b"event: notification") >= len(posted):
+                break
+            time.sleep(0.005)  # a client that reads steadily, slower than a database
+        reader.close()
+
+        got = [
+            json.loads(data)["id"]
+            for event, _, data in complete_frames(dechunk(bytes(received)))
+            if event == "notification"
+        ]
+        assert ended is None, (
+            f"the stream ended ({ended}) after {len(got)} of {len(posted)}: "
+            f"{bytes(received[:700])!r}; server log: {server.log()[-3000:]}"
+        )
+        assert got == posted
+        assert "stopped reading: disconnected" not in server.log()
+    finally:
+        server.stop()

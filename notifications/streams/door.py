@@ -27,6 +27,7 @@ from django.urls import Resolver404, resolve
 from cgm.db_pool import run_on_db_threads
 from cgm.doors import django_request, host_refusal, middleware_chain, response_start, send_response
 from cgm.failpoints import failpoint
+from cgm.server import UNTIL_WRITABLE
 from notifications.streams import view
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ async def stream_app(scope, receive, send):
         return
     head = response_start(response)
     frames = response.stream_frames  # the stream's own generator of text frames
+    # The server's wait for the client to take what was written (cgm/server.py): the
+    # stream's replay paces its pages with it.
+    notification_stream.until_writable = scope.get("extensions", {}).get(UNTIL_WRITABLE)
     del response  # nothing of it is needed while the stream is open
 
     # Carried here rather than in a helper: one coroutine frame less per open stream.

@@ -52,6 +52,9 @@ from stations.models import code_validator
 
 logger = logging.getLogger(__name__)
 
+# Longest a catch-up page waits for the client to take the previous one.
+REPLAY_PACE_SECONDS = 10.0
+
 
 def _error(status: int, error: str, message: str, fields: dict | None = None):
     return error_response(ApiError(status, error, message, fields))
@@ -257,6 +260,7 @@ class NotificationStream:
         "ping",
         "keepalive_frame",
         "lost",
+        "until_writable",
     )
 
     def __init__(
@@ -283,6 +287,8 @@ class NotificationStream:
         self.ping = heartbeat
         self.keepalive_frame = HEARTBEAT_FRAME if heartbeat else KEEPALIVE_COMMENT
         self.lost: list[str] = []
+        # The server's flow-control wait (door.py sets it from the ASGI scope), if any.
+        self.until_writable = None
 
     def replay_first_page(self) -> None:
         """The first page of what the client missed, read now, with the positions: on
@@ -336,7 +342,8 @@ class NotificationStream:
             yield opening
             del opening
             while not self.closed:
-                while behind:
+                while behind and not self.closed:
+                    await self._until_client_took_the_last_page()
                     chunk, behind = await self._catch_up(behind)
                     if chunk:
                         yield chunk
@@ -366,6 +373,15 @@ class NotificationStream:
             if watch is not None:
                 watcher.unwatch(watch)
             local_channels.remove(listener)
+
+    async def _until_client_took_the_last_page(self) -> None:
+        """Before each page of a catch-up, the server's wait for the client to take
+        what was written (cgm/server.py, door.py), or REPLAY_PACE_SECONDS at most. Read
+        as fast as the database answers, a long catch-up outran a client that was
+        reading, and the server dropped it as one that had stopped (its backlog limit);
+        a client that really stopped still meets that limit, once the wait is over."""
+        if self.until_writable is not None:
+            await self.until_writable(REPLAY_PACE_SECONDS)
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
         failpoint("stream.catch_up")
