@@ -162,8 +162,11 @@ class BoundedChannel(HTTPChannel):
         super().resumeProducing()
         self._wake_writers()
 
+    connection_lost = False
+
     def connectionLost(self, reason):
         super().connectionLost(reason)
+        self.connection_lost = True  # (Twisted leaves self.transport set)
         self._wake_writers()
 
     _drained: asyncio.Future | None = None
@@ -179,7 +182,7 @@ class BoundedChannel(HTTPChannel):
         seconds: a client that stopped reading meets the backlog limit as before.
         (Twisted runs on the asyncio loop here, so its callbacks and this share the
         loop's thread.)"""
-        if not self.send_buffer_full or self.transport is None:
+        if not self.send_buffer_full or self.connection_lost:
             return
         if self._drained is None:
             self._drained = asyncio.get_running_loop().create_future()

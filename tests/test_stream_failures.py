@@ -799,3 +799,62 @@ def test_a_client_far_behind_that_keeps_reading_gets_its_whole_catch_up_without_
         assert "stopped reading: disconnected" not in server.log()
     finally:
         server.stop()
+
+
+def test_a_client_whose_access_is_taken_away_mid_catch_up_gets_the_reason_without_the_rest(
+    tmp_path,
+):
+    # The catch-up waits for a slow client page by page; taking its access away must end
+    # that wait at once (the reason, then the end), not after the whole catch-up.
+    server = DaphneServer(
+        tmp_path,
+        env={
+            "CGM_ACCESS_RECHECK_SECONDS": "1",
+            "CGM_SSE_MAX_BACKLOG_BYTES": "65536",
+            "CGM_SSE_REPLAY_PAGE": "100",
+        },
+    ).start()
+    try:
+        key = server.manage(
+            "createapikey", "slow reader", "--scope", "subscribe", "--station", STATION
+        ).strip()
+        ingest = ingest_client(server)
+        bulk = "x" * 3900  # a ~4.3 kB frame per event: a page of 100 is ~430 kB
+        for _ in range(10):
+            batch = [make_event(STATION, faultType="GENERAL", message=bulk) for _ in range(50)]
+            assert ingest.post("/api/event", json=batch).status_code == 201
+
+        reader = socket.create_connection(("127.0.0.1", server.port))
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        reader.sendall(
+            (
+                f"GET {STREAM_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                f"Authorization: Bearer {key}\r\n"
+                f"Last-Event-ID: {STATION}:0\r\nAccept: text/event-stream\r\n\r\n"
+            ).encode()
+        )
+        reader.settimeout(10)
+        received = bytearray()
+        revoked = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and b"event: stream-error" not in received:
+            chunk = reader.recv(16384)
+            if not chunk:
+                break
+            received += chunk
+            if not revoked and len(received) > 500_000:
+                server.manage("revokeapikey", key)
+                revoked = True
+            time.sleep(0.08)  # ~200 kB/s: each page takes the client about 2 s
+        reader.close()
+
+        frames = complete_frames(dechunk(bytes(received)))
+        notifications = [f for f in frames if f[0] == "notification"]
+        assert revoked
+        assert [f[0] for f in frames][-1] == "stream-error", [f[0] for f in frames][-3:]
+        assert json.loads(frames[-1][2])["condition"] == "forbidden"
+        # Stopped within a page or two of the revocation, far from the 500 the whole
+        # catch-up holds (which is what the client got when the wait ignored it).
+        assert len(notifications) < 400, len(notifications)
+    finally:
+        server.stop()

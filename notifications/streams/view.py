@@ -19,6 +19,7 @@ skips ahead (a publish overtaken by a later one, or a listener overflow) makes t
 stream read the missing entries from the log. Nothing missed, nothing twice.
 """
 
+import asyncio
 import json
 import logging
 
@@ -261,6 +262,7 @@ class NotificationStream:
         "keepalive_frame",
         "lost",
         "until_writable",
+        "pacing",
     )
 
     def __init__(
@@ -289,6 +291,7 @@ class NotificationStream:
         self.lost: list[str] = []
         # The server's flow-control wait (door.py sets it from the ASGI scope), if any.
         self.until_writable = None
+        self.pacing = None  # the replay's wait for the client, while it waits
 
     def replay_first_page(self) -> None:
         """The first page of what the client missed, read now, with the positions: on
@@ -306,6 +309,7 @@ class NotificationStream:
         """The client went away (door.py): end at the next wake-up."""
         self.closed = True
         self.listener.wakeup.set()
+        self._stop_pacing()
 
     def keepalive_due(self) -> None:
         self.ping = True
@@ -315,6 +319,11 @@ class NotificationStream:
         """Access to `lost` was taken away (access/revocation.py)."""
         self.lost = lost
         self.listener.wakeup.set()
+        self._stop_pacing()
+
+    def _stop_pacing(self) -> None:
+        if self.pacing is not None:
+            self.pacing.cancel()
 
     async def events(self):
         listener = self.listener
@@ -342,8 +351,10 @@ class NotificationStream:
             yield opening
             del opening
             while not self.closed:
-                while behind and not self.closed:
+                while behind and not (self.closed or self.lost):
                     await self._until_client_took_the_last_page()
+                    if self.closed or self.lost:
+                        break  # the wait ends early for these (close, kick)
                     chunk, behind = await self._catch_up(behind)
                     if chunk:
                         yield chunk
@@ -380,8 +391,16 @@ class NotificationStream:
         as fast as the database answers, a long catch-up outran a client that was
         reading, and the server dropped it as one that had stopped (its backlog limit);
         a client that really stopped still meets that limit, once the wait is over."""
-        if self.until_writable is not None:
-            await self.until_writable(REPLAY_PACE_SECONDS)
+        if self.until_writable is None:
+            return
+        # A task of its own, so that close() and kick() can end the wait at once: a
+        # client gone, or whose access was taken away, does not wait out the page.
+        self.pacing = asyncio.ensure_future(self.until_writable(REPLAY_PACE_SECONDS))
+        try:
+            await asyncio.wait([self.pacing])  # (returns when cancelled too)
+        finally:
+            self.pacing.cancel()  # when this stream itself is cancelled
+            self.pacing = None
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
         failpoint("stream.catch_up")
