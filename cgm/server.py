@@ -55,9 +55,10 @@ from twisted.web.http import HTTPChannel, Request
 logger = logging.getLogger(__name__)
 
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"cookie")
-# The ASGI scope's extension (scope["extensions"]) that carries the connection's
-# `until_writable(timeout)`: an awaitable that returns once the client has taken what
-# was written (Twisted's send buffer no longer full), or after `timeout` seconds.
+# The ASGI scope's extension (scope["extensions"], a dict per extension as the ASGI
+# spec has them) whose "wait" is the connection's `until_writable(timeout)`: it returns
+# once the client has taken what was written (Twisted's send buffer no longer full),
+# or after `timeout` seconds.
 UNTIL_WRITABLE = "cgm.until_writable"
 
 
@@ -239,7 +240,7 @@ class BoundedServer(Server):
         if isinstance(channel, BoundedChannel):
             scope["extensions"] = {
                 **scope.get("extensions", {}),
-                UNTIL_WRITABLE: channel.until_writable,
+                UNTIL_WRITABLE: {"wait": channel.until_writable},
             }
         return super().create_application(protocol, scope)
 

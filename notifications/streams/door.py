@@ -97,7 +97,8 @@ async def stream_app(scope, receive, send):
     frames = response.stream_frames  # the stream's own generator of text frames
     # The server's wait for the client to take what was written (cgm/server.py): the
     # stream's replay paces its pages with it.
-    notification_stream.until_writable = scope.get("extensions", {}).get(UNTIL_WRITABLE)
+    flow = scope.get("extensions", {}).get(UNTIL_WRITABLE)
+    notification_stream.until_writable = flow["wait"] if flow else None
     del response  # nothing of it is needed while the stream is open
 
     # Carried here rather than in a helper: one coroutine frame less per open stream.
