@@ -736,6 +736,34 @@ def test_a_client_that_stops_reading_is_disconnected_after_a_bounded_backlog_and
         server.stop()
 
 
+# A catch-up of 500 events of ~4.3 kB: five pages of ~430 kB (CGM_SSE_REPLAY_PAGE=100)
+# against a 64 kB backlog limit.
+FAR_BEHIND_ENV = {"CGM_SSE_MAX_BACKLOG_BYTES": "65536", "CGM_SSE_REPLAY_PAGE": "100"}
+
+
+def open_far_behind(server, key: str) -> tuple[socket.socket, list[str]]:
+    """Posts 500 bulky events, then opens a raw stream resuming from before them; the
+    socket (nothing read yet) and the ids posted."""
+    ingest = ingest_client(server)
+    bulk = "x" * 3900
+    posted = []
+    for _ in range(10):
+        batch = [make_event(STATION, faultType="GENERAL", message=bulk) for _ in range(50)]
+        response = ingest.post("/api/event", json=batch)
+        assert response.status_code == 201, (response.status_code, response.text[:300])
+        posted += [event["id"] for event in batch]
+    reader = socket.create_connection(("127.0.0.1", server.port))
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    reader.sendall(
+        (
+            f"GET {STREAM_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Authorization: Bearer {key}\r\n"
+            f"Last-Event-ID: {STATION}:0\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+    )
+    return reader, posted
+
+
 def test_a_client_far_behind_that_keeps_reading_gets_its_whole_catch_up_without_being_dropped(
     tmp_path,
 ):
@@ -745,28 +773,9 @@ def test_a_client_far_behind_that_keeps_reading_gets_its_whole_catch_up_without_
     # dropped it, and the client's next reconnect met the same. Here each page is
     # ~430 kB (100 bulky events) against a 64 kB backlog limit: without the pacing the
     # second page alone is over it.
-    server = DaphneServer(
-        tmp_path, env={"CGM_SSE_MAX_BACKLOG_BYTES": "65536", "CGM_SSE_REPLAY_PAGE": "100"}
-    ).start()
+    server = DaphneServer(tmp_path, env=FAR_BEHIND_ENV).start()
     try:
-        ingest = ingest_client(server)
-        bulk = "x" * 3900  # a ~4.3 kB frame per event
-        posted = []
-        for _ in range(10):
-            batch = [make_event(STATION, faultType="GENERAL", message=bulk) for _ in range(50)]
-            response = ingest.post("/api/event", json=batch)
-            assert response.status_code == 201, (response.status_code, response.text[:300])
-            posted += [event["id"] for event in batch]
-
-        reader = socket.create_connection(("127.0.0.1", server.port))
-        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        reader.sendall(
-            (
-                f"GET {STREAM_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-                f"Authorization: Bearer {server.subscribe_key}\r\n"
-                f"Last-Event-ID: {STATION}:0\r\nAccept: text/event-stream\r\n\r\n"
-            ).encode()
-        )
+        reader, posted = open_far_behind(server, server.subscribe_key)
         reader.settimeout(5)
         received = bytearray()
         ended = None
@@ -807,32 +816,13 @@ def test_a_client_whose_access_is_taken_away_mid_catch_up_gets_the_reason_withou
     # The catch-up waits for a slow client page by page; taking its access away must end
     # that wait at once (the reason, then the end), not after the whole catch-up.
     server = DaphneServer(
-        tmp_path,
-        env={
-            "CGM_ACCESS_RECHECK_SECONDS": "1",
-            "CGM_SSE_MAX_BACKLOG_BYTES": "65536",
-            "CGM_SSE_REPLAY_PAGE": "100",
-        },
+        tmp_path, env={**FAR_BEHIND_ENV, "CGM_ACCESS_RECHECK_SECONDS": "1"}
     ).start()
     try:
         key = server.manage(
             "createapikey", "slow reader", "--scope", "subscribe", "--station", STATION
         ).strip()
-        ingest = ingest_client(server)
-        bulk = "x" * 3900  # a ~4.3 kB frame per event: a page of 100 is ~430 kB
-        for _ in range(10):
-            batch = [make_event(STATION, faultType="GENERAL", message=bulk) for _ in range(50)]
-            assert ingest.post("/api/event", json=batch).status_code == 201
-
-        reader = socket.create_connection(("127.0.0.1", server.port))
-        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        reader.sendall(
-            (
-                f"GET {STREAM_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-                f"Authorization: Bearer {key}\r\n"
-                f"Last-Event-ID: {STATION}:0\r\nAccept: text/event-stream\r\n\r\n"
-            ).encode()
-        )
+        reader, _ = open_far_behind(server, key)
         reader.settimeout(10)
         received = bytearray()
         revoked = False
