@@ -26,9 +26,9 @@ server) with a server whose HTTP factory builds the two classes below:
     behind a kernel send buffer fixed at CGM_SOCKET_SEND_BUFFER_BYTES: memory per
     stream stays bounded, and the client resumes from its cursor when it reconnects;
   - and so that a client that does read is not taken for one that stopped, the
-    server's application gets the channel's `until_writable` in its scope, as the ASGI
-    extension UNTIL_WRITABLE (`BoundedServer.create_application`): a stream's replay
-    waits there between pages (notifications/streams/view.py) instead of writing a long
+    server's application gets the channel's `drained` in its scope, as the ASGI
+    extension SEND_BUFFER (`BoundedServer.create_application`): a stream's replay waits
+    on it between pages (notifications/streams/view.py) instead of writing a long
     catch-up as fast as the database answers.
 
 What this leans on beyond documented interfaces, all checked at import (a Daphne or
@@ -56,10 +56,8 @@ logger = logging.getLogger(__name__)
 
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"cookie")
 # The ASGI scope's extension (scope["extensions"], a dict per extension as the ASGI
-# spec has them) whose "wait" is the connection's `until_writable(timeout)`: it returns
-# once the client has taken what was written (Twisted's send buffer no longer full),
-# or after `timeout` seconds.
-UNTIL_WRITABLE = "cgm.until_writable"
+# spec has them) whose "drained" is the connection's BoundedChannel.drained.
+SEND_BUFFER = "cgm.send_buffer"
 
 
 def _check_assumptions() -> None:
@@ -177,20 +175,17 @@ class BoundedChannel(HTTPChannel):
         if drained is not None and not drained.done():
             drained.set_result(None)
 
-    async def until_writable(self, timeout: float) -> None:
-        """Returns once the client has taken what was written so far (at once when the
-        send buffer is not full), when the connection is gone, or after `timeout`
-        seconds: a client that stopped reading meets the backlog limit as before.
-        (Twisted runs on the asyncio loop here, so its callbacks and this share the
-        loop's thread.)"""
+    def drained(self) -> asyncio.Future | None:
+        """None when the client has taken what was written so far (or is gone); else a
+        future done once it has (the transport's resumeProducing) or the connection is
+        lost. Shared by whoever asks while the buffer stays full; how long to wait is
+        the caller's. (Twisted runs on the asyncio loop here, so its callbacks and the
+        waiters share the loop's thread.)"""
         if not self.send_buffer_full or self.connection_lost:
-            return
+            return None
         if self._drained is None:
             self._drained = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._drained), timeout)
-        except TimeoutError:
-            return
+        return self._drained
 
     def write(self, data):
         if self.send_buffer_full:
@@ -240,7 +235,7 @@ class BoundedServer(Server):
         if isinstance(channel, BoundedChannel):
             scope["extensions"] = {
                 **scope.get("extensions", {}),
-                UNTIL_WRITABLE: {"wait": channel.until_writable},
+                SEND_BUFFER: {"drained": channel.drained},
             }
         return super().create_application(protocol, scope)
 

@@ -27,7 +27,7 @@ from django.urls import Resolver404, resolve
 from cgm.db_pool import run_on_db_threads
 from cgm.doors import django_request, host_refusal, middleware_chain, response_start, send_response
 from cgm.failpoints import failpoint
-from cgm.server import UNTIL_WRITABLE
+from cgm.server import SEND_BUFFER
 from notifications.streams import view
 
 logger = logging.getLogger(__name__)
@@ -95,10 +95,10 @@ async def stream_app(scope, receive, send):
         return
     head = response_start(response)
     frames = response.stream_frames  # the stream's own generator of text frames
-    # The server's wait for the client to take what was written (cgm/server.py): the
-    # stream's replay paces its pages with it.
-    flow = scope.get("extensions", {}).get(UNTIL_WRITABLE)
-    notification_stream.until_writable = flow["wait"] if flow else None
+    # Whether the client has taken what was written (cgm/server.py): the stream's
+    # replay paces its pages with it.
+    send_buffer = scope.get("extensions", {}).get(SEND_BUFFER)
+    notification_stream.send_buffer_drained = send_buffer["drained"] if send_buffer else None
     del response  # nothing of it is needed while the stream is open
 
     # Carried here rather than in a helper: one coroutine frame less per open stream.

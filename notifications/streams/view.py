@@ -261,7 +261,7 @@ class NotificationStream:
         "ping",
         "keepalive_frame",
         "lost",
-        "until_writable",
+        "send_buffer_drained",
         "pacing",
     )
 
@@ -289,9 +289,9 @@ class NotificationStream:
         self.ping = heartbeat
         self.keepalive_frame = HEARTBEAT_FRAME if heartbeat else KEEPALIVE_COMMENT
         self.lost: list[str] = []
-        # The server's flow-control wait (door.py sets it from the ASGI scope), if any.
-        self.until_writable = None
-        self.pacing = None  # the replay's wait for the client, while it waits
+        # The server's send-buffer state (door.py sets it from the ASGI scope), if any.
+        self.send_buffer_drained = None
+        self.pacing = None  # while the replay waits for the client: ends the wait
 
     def replay_first_page(self) -> None:
         """The first page of what the client missed, read now, with the positions: on
@@ -322,8 +322,8 @@ class NotificationStream:
         self._stop_pacing()
 
     def _stop_pacing(self) -> None:
-        if self.pacing is not None:
-            self.pacing.cancel()
+        if self.pacing is not None and not self.pacing.done():
+            self.pacing.set_result(None)
 
     async def events(self):
         listener = self.listener
@@ -386,20 +386,24 @@ class NotificationStream:
             local_channels.remove(listener)
 
     async def _until_client_took_the_last_page(self) -> None:
-        """Before each page of a catch-up, the server's wait for the client to take
-        what was written (cgm/server.py, door.py), or REPLAY_PACE_SECONDS at most. Read
-        as fast as the database answers, a long catch-up outran a client that was
-        reading, and the server dropped it as one that had stopped (its backlog limit);
-        a client that really stopped still meets that limit, once the wait is over."""
-        if self.until_writable is None:
-            return
-        # A task of its own, so that close() and kick() can end the wait at once: a
-        # client gone, or whose access was taken away, does not wait out the page.
-        self.pacing = asyncio.ensure_future(self.until_writable(REPLAY_PACE_SECONDS))
+        """Before each page of a catch-up, until the client has taken what was written
+        (cgm/server.py, door.py), REPLAY_PACE_SECONDS at most. Read as fast as the
+        database answers, a long catch-up outran a client that was reading, and the
+        server dropped it as one that had stopped (its backlog limit); a client that
+        really stopped still meets that limit, once the wait is over."""
+        drained = self.send_buffer_drained() if self.send_buffer_drained else None
+        if drained is None:
+            return  # the usual case: nothing is waiting to go out
+        # close() and kick() end the wait at once: a client gone, or whose access was
+        # taken away, does not wait out the page.
+        self.pacing = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait([self.pacing])  # (returns when cancelled too)
+            await asyncio.wait(
+                (drained, self.pacing),
+                timeout=REPLAY_PACE_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
-            self.pacing.cancel()  # when this stream itself is cancelled
             self.pacing = None
 
     async def _catch_up(self, behind: set[str]) -> tuple[str, set[str]]:
