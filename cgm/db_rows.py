@@ -15,6 +15,7 @@ Other types (a decimal, a UUID on SQLite) would need the ORM's converters:
 from datetime import UTC, datetime
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.dateparse import parse_datetime
 
 PLAIN_TYPES = frozenset({
     "AutoField", "BigAutoField", "BigIntegerField", "IntegerField", "PositiveIntegerField",
@@ -28,6 +29,15 @@ def aware(value):
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def aware_time(value):
+    """A time column's value as the ORM gives it, also where SQLite does not convert it:
+    its converters go by a column's declared type, which an expression's column (of a
+    UNION, say) does not have, and then the stored text comes back as it is."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    return aware(value)
 
 
 def aware_row(row) -> tuple:

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from django.db import connection, transaction
 from django.utils import timezone
 
-from cgm.db_rows import aware
+from cgm.db_rows import aware_time
 from notifications.ingest.write_lock import write_lock
 from notifications.models import LogEntry, Notification
 from notifications.push.local import LiveEvent
@@ -149,64 +149,65 @@ def log_entries_after(
     to seq) stops each station there: the Pushpin relay reads exactly what was announced
     to it, all committed, so its pages have no holes.
 
-    The log is two tables numbered from one counter (models.LogEntry): each is read in
-    (station, seq) order up to `limit`, and the merge is cut where the first cut list
-    ends, so no station's position ever passes an entry not read yet.
+    The log is two tables numbered from one counter (models.LogEntry), read here by one
+    statement, so in one snapshot: a station's numbers are taken under its row's lock
+    and committed in order, so what a snapshot holds of a station is a run without holes
+    from its first entry on (that entry is past the position only when history was
+    pruned, and then the run starts there). Two statements, one per table, let a
+    transaction commit between them: that took a hole check and a second read in one
+    snapshot, and the second statement cost a stream open its own round trip, planning
+    and cursor (a reconnect storm is thousands of opens a second).
 
-    The two reads are two statements, and transactions may commit between them. The
-    changes are read first: a transaction numbers its notifications before its
-    changes, so a change read implies its notifications are visible to the second read.
-    Notifications of a group whose changes the first read missed leave a hole in the
-    merge: each station's entries are cut at its first hole, and the next read (or the
-    live frames, which are published after commit) goes on from there. A hole at a
-    station's start (a change committed after the first read, then a notification
-    before the second) looks like pruned history: then both are read again in one
-    snapshot, where the only gap left is history really pruned (taken as it is).
-
-    Plain SQL, read on every resuming stream (a reconnect storm is thousands at once):
-    building the ORM's queries and three related rows per notification cost more than
-    the database's whole answer (docs/PERFORMANCE.md, issue 13).
+    Plain SQL, read on every resuming stream: building the ORM's queries and three
+    related rows per notification cost more than the database's whole answer
+    (docs/PERFORMANCE.md, issue 13). Each table's part is cut at `limit` before the two
+    are merged, so a client far behind costs the database two short index reads, not a
+    sort of all it missed.
     """
     if not after:
         return []
-    items, starts_late = _merged_page(after, limit, through)
-    if starts_late:
-        with consistent_read():
-            items, _ = _merged_page(after, limit, through)
+    changes, change_params = _after_condition(after, "e", through)
+    notifications, notification_params = _after_condition(after, "n", through)
+    with connection.cursor() as cursor:
+        cursor.execute(_READ_PAGE.format(changes=changes, notifications=notifications),
+                       [*change_params, limit, *notification_params, limit, limit])  # fmt: skip
+        rows = cursor.fetchall()
+    items = []
+    for station_id, seq, kind, data, *notification in rows:
+        code = after[station_id][0]
+        if kind == NOTIFICATION_EVENT:
+            message_id, fault_type, action, message, event_code = notification[:5]
+            occurred_at, received_at, extra, box_code, connector_code = notification[5:]
+            replayed = _Replayed(
+                seq, message_id, fault_type, action, message, event_code,
+                aware_time(occurred_at), aware_time(received_at), json.loads(extra),
+            )  # fmt: skip
+            data = encode_data(render_notification(replayed, code, box_code, connector_code))
+        items.append(LogItem(code, seq, kind, data))
     return items
 
 
-def _merged_page(after, limit: int, through) -> tuple[list[LogItem], bool]:
-    """One read of both tables, merged; and whether a station's entries start past
-    its position (a hole before the first)."""
-    changes = _changes_after(after, limit, through)
-    notifications = _notifications_after(after, limit, through)
-    complete_to = min(
-        ((rows[-1][0], rows[-1][1]) for rows in (notifications, changes) if len(rows) >= limit),
-        default=None,
-    )
-    merged = sorted(notifications + changes, key=lambda entry: (entry[0], entry[1]))
-    items = []
-    last: dict[int, int] = {}
-    holed: set[int] = set()
-    starts_late = False
-    for station_id, seq, kind, data in merged:
-        if len(items) == limit or (complete_to is not None and (station_id, seq) > complete_to):
-            break  # a page is at most `limit` entries (each a write to the client)
-        if station_id in holed:
-            continue
-        if station_id not in last:
-            starts_late = starts_late or seq != after[station_id][1] + 1
-        elif seq != last[station_id] + 1:
-            holed.add(station_id)  # not visible to both reads yet
-            continue
-        last[station_id] = seq
-        code = after[station_id][0]
-        if isinstance(data, tuple):  # a notification: (row, box code, connector code)
-            row, box_code, connector_code = data
-            data = encode_data(render_notification(row, code, box_code, connector_code))
-        items.append(LogItem(code, seq, kind, data))
-    return items, starts_late
+# The page: each table's entries past the positions, in (station, seq) order and cut at
+# the limit (index reads on (station, seq)), merged and cut again. A change's row
+# carries its frame's data line; a notification's, the fields its frame shows (with its
+# equipment's codes), rendered here. The forms both PostgreSQL and SQLite take:
+# subqueries in FROM (not parenthesised members), and the change rows' empty columns
+# as bare NULLs in the union's first member, which take the notification columns'
+# types (inside a subquery PostgreSQL would make them text). SQLite gives the union's
+# times as their stored text (aware_time parses them).
+_READ_PAGE = (
+    "SELECT station_id, seq, kind, data, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  # noqa: S608 (table names from the models; the conditions are placeholders)
+    "NULL, NULL FROM ("
+    f"SELECT e.station_id, e.seq, e.kind, e.data FROM {_LOG} AS e "
+    "WHERE {changes} ORDER BY e.station_id, e.seq LIMIT %s"
+    ") AS changes UNION ALL SELECT * FROM ("
+    f"SELECT n.station_id, n.seq, '{NOTIFICATION_EVENT}', NULL, n.message_id, n.fault_type, "
+    "n.action, n.message, n.code, n.occurred_at, n.received_at, n.extra, b.code, c.code "
+    f"FROM {_NOTIFICATION} AS n LEFT JOIN {_BOX} AS b ON b.id = n.box_id "
+    f"LEFT JOIN {_CONNECTOR} AS c ON c.id = n.connector_id "
+    "WHERE {notifications} ORDER BY n.station_id, n.seq LIMIT %s"
+    ") AS notifications ORDER BY 1, 2 LIMIT %s"
+)
 
 
 @contextmanager
@@ -237,18 +238,6 @@ def _after_condition(after: dict[int, tuple[str, int]], table: str, through) -> 
     return " OR ".join([condition] * len(after)), params
 
 
-def _changes_after(after, limit: int, through=None) -> list[tuple[int, int, str, str]]:
-    """(station, seq, kind, data) of the log's changes, in (station, seq) order."""
-    condition, params = _after_condition(after, _LOG, through)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT station_id, seq, kind, data FROM {_LOG} WHERE {condition} "  # noqa: S608
-            f"ORDER BY station_id, seq LIMIT %s",
-            [*params, limit],
-        )
-        return cursor.fetchall()
-
-
 class _Replayed(NamedTuple):
     """What a notification's frame shows (wire.render_notification reads these)."""
 
@@ -261,31 +250,3 @@ class _Replayed(NamedTuple):
     occurred_at: object
     received_at: object
     extra: dict
-
-
-def _notifications_after(after, limit: int, through=None) -> list[tuple[int, int, str, tuple]]:
-    """(station, seq, "notification", (row, box code, connector code)) of the log's
-    notifications, in (station, seq) order; each row the fields its frame shows.
-    A plain cursor, not raw(): a raw queryset's column mapping and converters, set up
-    anew for every query, cost more than the rows (docs/PERFORMANCE.md, issue 13)."""
-    condition, params = _after_condition(after, "n", through)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT n.station_id, n.seq, n.message_id, n.fault_type, n.action, n.message, "  # noqa: S608
-            f"n.code, n.occurred_at, n.received_at, n.extra, b.code, c.code "
-            f"FROM {_NOTIFICATION} AS n LEFT JOIN {_BOX} AS b ON b.id = n.box_id "
-            f"LEFT JOIN {_CONNECTOR} AS c ON c.id = n.connector_id "
-            f"WHERE {condition} ORDER BY n.station_id, n.seq LIMIT %s",
-            [*params, limit],
-        )
-        rows = cursor.fetchall()
-    entries = []
-    for row in rows:
-        station_id, seq, message_id, fault_type, action, message, code = row[:7]
-        occurred_at, received_at, extra, box_code, connector_code = row[7:]
-        replayed = _Replayed(
-            seq, message_id, fault_type, action, message, code,
-            aware(occurred_at), aware(received_at), json.loads(extra),
-        )  # fmt: skip
-        entries.append((station_id, seq, NOTIFICATION_EVENT, (replayed, box_code, connector_code)))
-    return entries
