@@ -20,6 +20,7 @@ from cgm import pg_statements
 from faults.models import Fault
 from notifications.ingest.services import notification_ingest_group
 from notifications.ingest.validation import validate_events
+from notifications.log import log_entries_after
 from notifications.models import LogEntry, Notification
 from stations.models import Station
 from tests.conftest import make_event
@@ -103,6 +104,42 @@ def test_concurrent_writers_keep_every_station_contiguous_with_one_fault_per_key
         assert sorted(notifications + changes) == list(range(1, station.log_seq + 1))
         fault = Fault.objects.get(station=station)
         assert (fault.state, fault.occurrences) == ("open", events)
+
+
+def test_a_page_of_the_log_read_while_writers_commit_has_no_hole():
+    """notifications/log.py reads a page of the log's two tables in one statement, so
+    in one snapshot: past any position, a station's entries run without a hole while
+    writers commit notifications and their fault changes alongside. (Read with one
+    statement per table, a group that committed between the two showed its
+    notification without its change.)"""
+    writers, groups_each = 4, 100
+    station = Station.objects.get(code="ST001")
+    finished = threading.Semaphore(0)
+    pages: list[list[int]] = []
+
+    def write(index):
+        for group in range(groups_each):
+            event = make_event("ST001", id=f"page-{index}-{group}")
+            notification_ingest_group([events_for(event)], publish=lambda rows: None)
+        finished.release()
+
+    def read():
+        done, position = 0, 0
+        while done < writers:
+            if finished.acquire(blocking=False):
+                done += 1
+            page = log_entries_after({station.pk: ("ST001", position)}, 100)
+            pages.append([position] + [item.seq for item in page])
+            # From a few entries behind the last one read: the next page covers what
+            # is being committed.
+            position = max(position, pages[-1][-1] - 4)
+
+    run_in_threads(writers + 1, lambda index: read() if index == writers else write(index))
+
+    assert len(pages) > 20  # the reader read while the writers wrote
+    # Each page: the entries right after its position, one after another.
+    holed = [p for p in pages if p[1:] != list(range(p[0] + 1, p[0] + len(p)))]
+    assert not holed, holed[:5]
 
 
 def other_connection():
