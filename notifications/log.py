@@ -166,18 +166,19 @@ def log_entries_after(
     """
     if not after:
         return []
-    changes, change_params = _after_condition(after, "e", through)
-    notifications, notification_params = _after_condition(after, "n", through)
+    # One condition for both tables (each aliased `entry` in its part of the statement).
+    condition, params = _after_condition(after, through)
     with connection.cursor() as cursor:
-        cursor.execute(_READ_PAGE.format(changes=changes, notifications=notifications),
-                       [*change_params, limit, *notification_params, limit, limit])  # fmt: skip
+        cursor.execute(_READ_PAGE.format(condition=condition),
+                       [*params, limit, *params, limit, limit])  # fmt: skip
         rows = cursor.fetchall()
     items = []
-    for station_id, seq, kind, data, *notification in rows:
+    for (
+        station_id, seq, kind, data, message_id, fault_type, action, message, event_code,
+        occurred_at, received_at, extra, box_code, connector_code,
+    ) in rows:  # fmt: skip
         code = after[station_id][0]
         if kind == NOTIFICATION_EVENT:
-            message_id, fault_type, action, message, event_code = notification[:5]
-            occurred_at, received_at, extra, box_code, connector_code = notification[5:]
             replayed = _Replayed(
                 seq, message_id, fault_type, action, message, event_code,
                 aware_time(occurred_at), aware_time(received_at), json.loads(extra),
@@ -198,14 +199,15 @@ def log_entries_after(
 _READ_PAGE = (
     "SELECT station_id, seq, kind, data, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  # noqa: S608 (table names from the models; the conditions are placeholders)
     "NULL, NULL FROM ("
-    f"SELECT e.station_id, e.seq, e.kind, e.data FROM {_LOG} AS e "
-    "WHERE {changes} ORDER BY e.station_id, e.seq LIMIT %s"
+    f"SELECT entry.station_id, entry.seq, entry.kind, entry.data FROM {_LOG} AS entry "
+    "WHERE {condition} ORDER BY entry.station_id, entry.seq LIMIT %s"
     ") AS changes UNION ALL SELECT * FROM ("
-    f"SELECT n.station_id, n.seq, '{NOTIFICATION_EVENT}', NULL, n.message_id, n.fault_type, "
-    "n.action, n.message, n.code, n.occurred_at, n.received_at, n.extra, b.code, c.code "
-    f"FROM {_NOTIFICATION} AS n LEFT JOIN {_BOX} AS b ON b.id = n.box_id "
-    f"LEFT JOIN {_CONNECTOR} AS c ON c.id = n.connector_id "
-    "WHERE {notifications} ORDER BY n.station_id, n.seq LIMIT %s"
+    f"SELECT entry.station_id, entry.seq, '{NOTIFICATION_EVENT}', NULL, entry.message_id, "
+    "entry.fault_type, entry.action, entry.message, entry.code, entry.occurred_at, "
+    "entry.received_at, entry.extra, b.code, c.code "
+    f"FROM {_NOTIFICATION} AS entry LEFT JOIN {_BOX} AS b ON b.id = entry.box_id "
+    f"LEFT JOIN {_CONNECTOR} AS c ON c.id = entry.connector_id "
+    "WHERE {condition} ORDER BY entry.station_id, entry.seq LIMIT %s"
     ") AS notifications ORDER BY 1, 2 LIMIT %s"
 )
 
@@ -226,14 +228,14 @@ def consistent_read():
             yield
 
 
-def _after_condition(after: dict[int, tuple[str, int]], table: str, through) -> tuple[str, list]:
-    """WHERE text and parameters: each station's entries past its position (and, with
-    `through`, up to its number there)."""
+def _after_condition(after: dict[int, tuple[str, int]], through) -> tuple[str, list]:
+    """WHERE text (on the table aliased `entry`) and parameters: each station's entries
+    past its position (and, with `through`, up to its number there)."""
     if through is None:
-        condition = f"({table}.station_id = %s AND {table}.seq > %s)"
+        condition = "(entry.station_id = %s AND entry.seq > %s)"
         params = [value for pk, (_, seq) in after.items() for value in (pk, seq)]
     else:
-        condition = f"({table}.station_id = %s AND {table}.seq > %s AND {table}.seq <= %s)"
+        condition = "(entry.station_id = %s AND entry.seq > %s AND entry.seq <= %s)"
         params = [v for pk, (_, seq) in after.items() for v in (pk, seq, through[pk])]
     return " OR ".join([condition] * len(after)), params
 
