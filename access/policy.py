@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from access.models import KEY_PREFIX, ApiKey, StationAccess, hash_key
 from cgm.db_rows import aware_row, require_plain
+from cgm.pg_statements import Read, fetch_rows
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,13 @@ _key_cache_lock = threading.Lock()
 
 
 _KEY_FIELDS = require_plain(ApiKey)  # read with a plain cursor, below
-_ACTIVE_KEY_SQL = (
+_ACTIVE_KEY = Read(
+    "cgm_active_key",
     f"SELECT {', '.join(f.column for f in ApiKey._meta.concrete_fields)} "  # noqa: S608
-    f"FROM {ApiKey._meta.db_table} WHERE prefix = %s AND revoked_at IS NULL LIMIT 1"
-)  # the model's own columns and table; the prefix is a parameter
+    f"FROM {ApiKey._meta.db_table} WHERE prefix = %s AND revoked_at IS NULL LIMIT 1",
+    ("text",),
+)  # the model's own columns and table; the prefix is a parameter. Prepared on
+# PostgreSQL (cgm/pg_statements.py): every stream open reads it.
 
 
 def forget_cached_keys() -> None:
@@ -124,12 +128,10 @@ def find_key(raw: str, *, cached: bool = True) -> ApiKey | None:
     # A plain cursor: every stream open and every uncached request asks, and building
     # the ORM's query (or a raw() queryset's column mapping) cost more than the
     # database's answer (docs/PERFORMANCE.md, issue 13).
-    with connection.cursor() as cursor:
-        cursor.execute(_ACTIVE_KEY_SQL, [parts[1]])
-        row = cursor.fetchone()
+    rows = fetch_rows(_ACTIVE_KEY, [parts[1]])
     api_key = None
-    if row is not None:
-        api_key = ApiKey.from_db(connection.alias, _KEY_FIELDS, aware_row(row))
+    if rows:
+        api_key = ApiKey.from_db(connection.alias, _KEY_FIELDS, aware_row(rows[0]))
     if api_key is not None and not hmac.compare_digest(api_key.key_hash, digest):
         api_key = None
     with _key_cache_lock:

@@ -17,20 +17,33 @@ on, see `prepare_all`) and then sent as `EXECUTE name(values)`: planned once, no
 group. Behind a pooler in transaction mode (PgBouncer, whatever its version: its
 prepared-statement support covers the protocol's, not SQL's PREPARE), CGM_PG_PREPARE=0
 sends their text instead.
+
+The reads every stream open makes (the caller's key, the stations' positions, the
+first page of the log) are prepared the same way, each on a connection the first time
+it runs there (`Read`, `fetch_rows`): parsed and planned for each open, they cost the
+database more than their answer (a reconnect storm is thousands of opens a second;
+docs/PERFORMANCE.md, issue 13). They are sent through Django's cursor like any query.
 """
 
 import re
+import threading
 import weakref
 from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
-from psycopg.pq import ExecStatus
+from django.db import DatabaseError, connection
+from psycopg.pq import ExecStatus, TransactionStatus
 
 # Every Statement made, to be prepared together on a new connection (prepare_all).
 _STATEMENTS: dict[str, "Statement"] = {}
-# Connections whose statements are prepared.
-_prepared: weakref.WeakSet = weakref.WeakSet()
+# Every Read's name (each is prepared on its own, at its first use on a connection).
+_READS: set[str] = set()
+# Per connection (psycopg's connection object, which Django's pool hands out again as
+# it is): the names prepared on its session. Stream threads, request threads and the
+# ingest's writer each use their own connection, hence the lock.
+_prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_prepared_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,7 @@ class Statement:
     def __post_init__(self):
         if re.search(r"%(?!s::)", self.sql):
             raise ValueError(f"{self.name}: every placeholder needs a cast, and no literal %")
-        if _STATEMENTS.setdefault(self.name, self) is not self:
+        if self.name in _READS or _STATEMENTS.setdefault(self.name, self) is not self:
             raise ValueError(f"two statements named {self.name}")
 
     def prepare(self) -> str:
@@ -57,26 +70,99 @@ class Statement:
         return f"EXECUTE {self.name}({', '.join(['%s'] * self.sql.count('%s'))})"
 
 
+@dataclass(frozen=True)
+class Read:
+    """A read prepared on a connection at its first use there (`fetch_rows`), not with
+    the ingest's statements. Its placeholders are bare `%s`, so that the same text runs
+    on SQLite; `types` gives PREPARE their PostgreSQL types, in order."""
+
+    name: str
+    sql: str
+    types: tuple[str, ...]
+
+    def __post_init__(self):
+        if re.search(r"%(?!s)", self.sql) or self.sql.count("%s") != len(self.types):
+            raise ValueError(f"{self.name}: one type per placeholder, and no literal %")
+        if self.name in _READS or self.name in _STATEMENTS:
+            raise ValueError(f"two statements named {self.name}")
+        _READS.add(self.name)
+
+    def prepare(self) -> str:
+        numbered = iter(range(1, len(self.types) + 1))
+        body = re.sub(r"%s", lambda _: f"${next(numbered)}", self.sql)
+        return f"PREPARE {self.name}({', '.join(self.types)}) AS {body}"
+
+    def execute(self) -> str:
+        return f"EXECUTE {self.name}({', '.join(['%s'] * len(self.types))})"
+
+
+def fetch_rows(read: Read | str, values: list) -> list[tuple]:
+    """The rows of one read, through Django's cursor (its error translation and wrappers,
+    as for any query). On PostgreSQL with CGM_PG_PREPARE, a Read runs as EXECUTE of its
+    prepared statement, prepared here at its first use on this connection when no
+    transaction is open (a PREPARE that failed inside one would break the caller's
+    transaction; until then it runs as text). A str runs as it is."""
+    sql = read if isinstance(read, str) else read.sql
+    pg = None
+    if not isinstance(read, str) and connection.vendor == "postgresql" and settings.CGM_PG_PREPARE:
+        connection.ensure_connection()
+        pg = connection.connection
+        if read.name not in _names(pg) and pg.info.transaction_status == TransactionStatus.IDLE:
+            with connection.wrap_database_errors:
+                _prepare(pg, [read])
+        if read.name in _names(pg):
+            sql = read.execute()
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute(sql, values)
+        except DatabaseError as exc:
+            if pg is not None and isinstance(exc.__cause__, psycopg.errors.InvalidSqlStatementName):
+                _forget(pg)  # the session lost them (a pooler, a DISCARD): prepare again
+            raise
+        return cursor.fetchall()
+
+
+def _names(pg: psycopg.Connection) -> set[str]:
+    with _prepared_lock:
+        return _prepared.get(pg, set())
+
+
+def _forget(pg: psycopg.Connection) -> None:
+    with _prepared_lock:
+        _prepared.pop(pg, None)
+
+
+def _prepare(pg: psycopg.Connection, statements: list[Statement | Read]) -> None:
+    """PREPARE those of `statements` not yet prepared on `pg`, in one query. On a session
+    new to this: DEALLOCATE ALL first, because a PREPARE outlives a rollback, so a query
+    that failed part way may have left some, and the next attempt must start clean
+    (Django prepares nothing on its connections, and psycopg's own preparing is off);
+    and the plan cache mode (prepare_all says why)."""
+    with _prepared_lock:
+        known = _prepared.get(pg)
+    missing = [s for s in statements if known is None or s.name not in known]
+    if not missing:
+        return
+    texts = [statement.prepare() for statement in missing]
+    if known is None:
+        texts = ["DEALLOCATE ALL", "SET plan_cache_mode = force_generic_plan", *texts]
+    pg.execute("; ".join(texts))
+    with _prepared_lock:
+        _prepared[pg] = (known or set()) | {statement.name for statement in missing}
+
+
 def prepare_all(pg: psycopg.Connection) -> None:
     """Prepare every statement on `pg`, once per connection. Called in autocommit,
-    outside any transaction. A PREPARE outlives a rollback, so a query that failed part
-    way may have left some: DEALLOCATE ALL first makes the next attempt start clean
-    (Django prepares nothing on its connections, and psycopg's own preparing is off).
+    outside any transaction.
 
     With plan_cache_mode left at "auto", PostgreSQL re-plans a prepared statement for
     each new set of values whenever it guesses that pays, which for the ingest
     statement it always does: planning then cost more of the database's CPU than
     running it (measured: 800 against 420 µs a group). The setting only concerns
     prepared statements, and Django prepares none."""
-    if not settings.CGM_PG_PREPARE or pg in _prepared:
+    if not settings.CGM_PG_PREPARE:
         return
-    pg.execute(
-        "; ".join(
-            ["DEALLOCATE ALL", "SET plan_cache_mode = force_generic_plan"]
-            + [statement.prepare() for statement in _STATEMENTS.values()]
-        )
-    )
-    _prepared.add(pg)
+    _prepare(pg, list(_STATEMENTS.values()))
 
 
 class Script:
@@ -85,13 +171,13 @@ class Script:
 
     def __init__(self, pg: psycopg.Connection):
         self._pg = pg
-        self._prepared = pg in _prepared
+        self._prepared = _names(pg)  # prepare_all ran first, unless disabled
         self._texts: list[str] = []
         self._values: list = []
 
     def add(self, statement: Statement | str, values: list | None = None) -> int:
         if isinstance(statement, Statement):
-            self._texts.append(statement.call(self._prepared))
+            self._texts.append(statement.call(statement.name in self._prepared))
             self._values.extend(values or [])
         else:
             self._texts.append(statement)  # BEGIN, COMMIT
@@ -108,7 +194,7 @@ class Script:
             # The session lost its prepared statements (a pooler between us and the
             # database, or a DISCARD): the next group prepares them again. This one
             # fails, and is answered as any failed group.
-            _prepared.discard(self._pg)
+            _forget(self._pg)
             raise
         results = []
         while True:

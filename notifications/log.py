@@ -13,12 +13,14 @@ import json
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
 
 from cgm.db_rows import aware_time
+from cgm.pg_statements import Read, fetch_rows
 from notifications.ingest.write_lock import write_lock
 from notifications.models import LogEntry, Notification
 from notifications.push.local import LiveEvent
@@ -59,14 +61,26 @@ def log_positions(station_codes: list[str]) -> dict[str, LogPosition]:
     on every stream open."""
     if not station_codes:
         return {}
-    placeholders = ", ".join(["%s"] * len(station_codes))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT code, id, log_seq, log_pruned_through FROM {_STATION} "  # noqa: S608
-            f"WHERE code IN ({placeholders})",
-            station_codes,
-        )
-        return {code: LogPosition(pk, seq, pruned) for code, pk, seq, pruned in cursor}
+    rows = fetch_rows(_positions_read(len(station_codes)), station_codes)
+    return {code: LogPosition(pk, seq, pruned) for code, pk, seq, pruned in rows}
+
+
+# The reads of a stream's open for up to this many stations are prepared on PostgreSQL
+# (cgm/pg_statements.py): one statement per count of stations, on every connection that
+# reads it. Wider streams are rare, and a kept plan of hundreds of conditions would cost
+# more than it saves; their reads are planned each time.
+PREPARED_MAX_STATIONS = 16
+
+
+@cache
+def _positions_read(stations: int) -> Read | str:
+    sql = (
+        f"SELECT code, id, log_seq, log_pruned_through FROM {_STATION} "  # noqa: S608
+        f"WHERE code IN ({', '.join(['%s'] * stations)})"
+    )  # the model's table; the codes are parameters
+    if stations > PREPARED_MAX_STATIONS:
+        return sql
+    return Read(f"cgm_positions_{stations}", sql, ("text",) * stations)
 
 
 def allocate_seqs(counts: dict[int, int]) -> dict[int, int]:
@@ -166,12 +180,9 @@ def log_entries_after(
     """
     if not after:
         return []
-    # One condition for both tables (each aliased `entry` in its part of the statement).
-    condition, params = _after_condition(after, through)
-    with connection.cursor() as cursor:
-        cursor.execute(_READ_PAGE.format(condition=condition),
-                       [*params, limit, *params, limit, limit])  # fmt: skip
-        rows = cursor.fetchall()
+    params = _after_params(after, through)
+    rows = fetch_rows(_page_read(len(after), through is not None),
+                      [*params, limit, *params, limit, limit])  # fmt: skip
     items = []
     for (
         station_id, seq, kind, data, message_id, fault_type, action, message, event_code,
@@ -228,16 +239,34 @@ def consistent_read():
             yield
 
 
-def _after_condition(after: dict[int, tuple[str, int]], through) -> tuple[str, list]:
-    """WHERE text (on the table aliased `entry`) and parameters: each station's entries
-    past its position (and, with `through`, up to its number there)."""
-    if through is None:
-        condition = "(entry.station_id = %s AND entry.seq > %s)"
-        params = [value for pk, (_, seq) in after.items() for value in (pk, seq)]
-    else:
+def _page_read(stations: int, through: bool) -> Read | str:
+    if stations > PREPARED_MAX_STATIONS:
+        return _page_sql(stations, through)
+    return _prepared_page(stations, through)
+
+
+@cache
+def _prepared_page(stations: int, through: bool) -> Read:
+    sql = _page_sql(stations, through)
+    name = f"cgm_page_{'through_' if through else ''}{stations}"
+    return Read(name, sql, ("bigint",) * sql.count("%s"))
+
+
+def _page_sql(stations: int, through: bool) -> str:
+    """_READ_PAGE for this many stations: each station's entries past its position
+    (and, with `through`, up to its number there), one condition for both tables (each
+    aliased `entry` in its part). Its parameters: _after_params."""
+    if through:
         condition = "(entry.station_id = %s AND entry.seq > %s AND entry.seq <= %s)"
-        params = [v for pk, (_, seq) in after.items() for v in (pk, seq, through[pk])]
-    return " OR ".join([condition] * len(after)), params
+    else:
+        condition = "(entry.station_id = %s AND entry.seq > %s)"
+    return _READ_PAGE.format(condition=" OR ".join([condition] * stations))
+
+
+def _after_params(after: dict[int, tuple[str, int]], through) -> list[int]:
+    if through is None:
+        return [value for pk, (_, seq) in after.items() for value in (pk, seq)]
+    return [v for pk, (_, seq) in after.items() for v in (pk, seq, through[pk])]
 
 
 class _Replayed(NamedTuple):
