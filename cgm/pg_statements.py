@@ -107,7 +107,7 @@ def fetch_rows(read: Read | str, values: list) -> list[tuple]:
     if not isinstance(read, str) and connection.vendor == "postgresql" and settings.CGM_PG_PREPARE:
         connection.ensure_connection()
         pg = connection.connection
-        if read.name not in _names(pg) and pg.info.transaction_status == TransactionStatus.IDLE:
+        if read.name not in _names(pg) and _outside_transactions(pg):
             with connection.wrap_database_errors:
                 _prepare(pg, [read])
         if read.name in _names(pg):
@@ -120,6 +120,12 @@ def fetch_rows(read: Read | str, values: list) -> list[tuple]:
                 _forget(pg)  # the session lost them (a pooler, a DISCARD): prepare again
             raise
         return cursor.fetchall()
+
+
+def _outside_transactions(pg: psycopg.Connection) -> bool:
+    # In an atomic block the connection is out of autocommit and its transaction begins
+    # with the next statement, whatever the session's status says now.
+    return connection.get_autocommit() and pg.info.transaction_status == TransactionStatus.IDLE
 
 
 def _names(pg: psycopg.Connection) -> set[str]:

@@ -270,9 +270,9 @@ CGM_LOOKUP_PRELOAD_MAX_STATIONS = env_int("CGM_LOOKUP_PRELOAD_MAX_STATIONS", 100
 CGM_GC_THRESHOLDS = tuple(int(n) for n in env_list("CGM_GC_THRESHOLDS", ["50000", "20", "10"]))
 # Most events one group commit stores in one transaction (notifications/group_commit.py).
 CGM_INGEST_GROUP_MAX_EVENTS = env_int("CGM_INGEST_GROUP_MAX_EVENTS", 2000)
-# PostgreSQL: the ingest's statements are prepared once per connection (SQL PREPARE,
-# cgm/pg_statements.py). Off behind any pooler in transaction mode (PgBouncer carries
-# protocol-level prepared statements only, not SQL's).
+# PostgreSQL: the ingest's statements, and the reads of every stream open, are prepared
+# once per connection (SQL PREPARE, cgm/pg_statements.py). Off behind any pooler in
+# transaction mode (PgBouncer carries protocol-level prepared statements only, not SQL's).
 CGM_PG_PREPARE = env_bool("CGM_PG_PREPARE", True)
 # Per-key ingest rate (access/throttle.py, per request; a batch counts once): "N/s" or "N/m".
 CGM_INGEST_RATE = env_str("CGM_INGEST_RATE", "200/s")
