@@ -125,9 +125,10 @@ def find_key(raw: str, *, cached: bool = True) -> ApiKey | None:
         hit = _key_cache.get(digest)
     if cached and hit is not None and hit[0] > now:
         return hit[1]
-    # A plain cursor: every stream open and every uncached request asks, and building
-    # the ORM's query (or a raw() queryset's column mapping) cost more than the
-    # database's answer (docs/PERFORMANCE.md, issue 13).
+    # Plain SQL, prepared on PostgreSQL: every stream open and every uncached request
+    # asks, and building the ORM's query (or a raw() queryset's column mapping), or
+    # planning it each time, cost more than the database's answer (docs/PERFORMANCE.md,
+    # issue 13).
     rows = fetch_rows(_ACTIVE_KEY, [parts[1]])
     api_key = None
     if rows:

@@ -20,9 +20,11 @@ sends their text instead.
 
 The reads every stream open makes (the caller's key, the stations' positions, the
 first page of the log) are prepared the same way, each on a connection the first time
-it runs there (`Read`, `fetch_rows`): parsed and planned for each open, they cost the
-database more than their answer (a reconnect storm is thousands of opens a second;
-docs/PERFORMANCE.md, issue 13). They are sent through Django's cursor like any query.
+it runs there outside a transaction (`Read`, `fetch_rows`; until then it runs as text):
+parsed and planned for each open, they cost the database more than their answer (a
+reconnect storm is thousands of opens a second; docs/PERFORMANCE.md, issue 13). They
+are sent through Django's cursor like any query. Whichever prepares first on a session
+also sets its plan cache mode (prepare_all says why), for every statement prepared on it.
 """
 
 import re
@@ -116,10 +118,21 @@ def fetch_rows(read: Read | str, values: list) -> list[tuple]:
         try:
             cursor.execute(sql, values)
         except DatabaseError as exc:
-            if pg is not None and isinstance(exc.__cause__, psycopg.errors.InvalidSqlStatementName):
-                _forget(pg)  # the session lost them (a pooler, a DISCARD): prepare again
+            if pg is not None and _stale(exc.__cause__):
+                _forget(pg)
             raise
         return cursor.fetchall()
+
+
+def _stale(error: BaseException | None) -> bool:
+    """Whether a failed EXECUTE says the session's prepared statements are gone (a
+    pooler, a DISCARD) or no longer fit the tables (a migration changed a column a
+    statement returns): then the connection's are made afresh at their next use."""
+    if isinstance(error, psycopg.errors.InvalidSqlStatementName):
+        return True
+    return isinstance(error, psycopg.errors.FeatureNotSupported) and (
+        "cached plan must not change result type" in str(error)
+    )
 
 
 def _outside_transactions(pg: psycopg.Connection) -> bool:
@@ -152,7 +165,12 @@ def _prepare(pg: psycopg.Connection, statements: list[Statement | Read]) -> None
     texts = [statement.prepare() for statement in missing]
     if known is None:
         texts = ["DEALLOCATE ALL", "SET plan_cache_mode = force_generic_plan", *texts]
-    pg.execute("; ".join(texts))
+    try:
+        pg.execute("; ".join(texts))
+    except psycopg.Error:
+        # Some may have been made before the failure: the next attempt starts afresh.
+        _forget(pg)
+        raise
     with _prepared_lock:
         _prepared[pg] = (known or set()) | {statement.name for statement in missing}
 
@@ -177,7 +195,9 @@ class Script:
 
     def __init__(self, pg: psycopg.Connection):
         self._pg = pg
-        self._prepared = _names(pg)  # prepare_all ran first, unless disabled
+        # Those prepared on this session: all of them once prepare_all ran (it does before
+        # the ingest's own transaction; inside a caller's, they may run as text).
+        self._prepared = _names(pg)
         self._texts: list[str] = []
         self._values: list = []
 
@@ -196,11 +216,13 @@ class Script:
         cursor = psycopg.ClientCursor(self._pg)
         try:
             cursor.execute("; ".join(self._texts), self._values)
-        except psycopg.errors.InvalidSqlStatementName:
-            # The session lost its prepared statements (a pooler between us and the
-            # database, or a DISCARD): the next group prepares them again. This one
-            # fails, and is answered as any failed group.
-            _forget(self._pg)
+        except psycopg.Error as exc:
+            if _stale(exc):
+                # The session lost its prepared statements (a pooler between us and the
+                # database, or a DISCARD), or they no longer fit the tables: the next
+                # group prepares them again. This one fails, and is answered as any
+                # failed group.
+                _forget(self._pg)
             raise
         results = []
         while True:

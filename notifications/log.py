@@ -13,7 +13,6 @@ import json
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from typing import NamedTuple
 
 from django.db import connection, transaction
@@ -57,30 +56,39 @@ class LogItem:
 
 
 def log_positions(station_codes: list[str]) -> dict[str, LogPosition]:
-    """The stations' log positions, by code (unknown codes left out). Plain SQL: read
-    on every stream open."""
+    """The stations' log positions, by code (unknown codes left out). Plain SQL,
+    prepared on PostgreSQL: read on every stream open."""
     if not station_codes:
         return {}
     rows = fetch_rows(_positions_read(len(station_codes)), station_codes)
     return {code: LogPosition(pk, seq, pruned) for code, pk, seq, pruned in rows}
 
 
-# The reads of a stream's open for up to this many stations are prepared on PostgreSQL
+# A stream's positions read is prepared on PostgreSQL for up to this many stations
 # (cgm/pg_statements.py): one statement per count of stations, on every connection that
-# reads it. Wider streams are rare, and a kept plan of hundreds of conditions would cost
-# more than it saves; their reads are planned each time.
+# reads it. Wider streams are rare, and a kept plan of hundreds of codes would cost more
+# than it saves; theirs is planned each time. (The replay page: _page_read.)
 PREPARED_MAX_STATIONS = 16
 
 
-@cache
 def _positions_read(stations: int) -> Read | str:
-    sql = (
+    if stations > PREPARED_MAX_STATIONS:
+        return _positions_sql(stations)
+    return _POSITIONS_READS[stations]
+
+
+def _positions_sql(stations: int) -> str:
+    return (
         f"SELECT code, id, log_seq, log_pruned_through FROM {_STATION} "  # noqa: S608
         f"WHERE code IN ({', '.join(['%s'] * stations)})"
     )  # the model's table; the codes are parameters
-    if stations > PREPARED_MAX_STATIONS:
-        return sql
-    return Read(f"cgm_positions_{stations}", sql, ("text",) * stations)
+
+
+# Made here, once: made at first use, two stream threads could make one twice.
+_POSITIONS_READS = {
+    stations: Read(f"cgm_positions_{stations}", _positions_sql(stations), ("text",) * stations)
+    for stations in range(1, PREPARED_MAX_STATIONS + 1)
+}
 
 
 def allocate_seqs(counts: dict[int, int]) -> dict[int, int]:
@@ -173,8 +181,11 @@ def log_entries_after(
     and cursor (a reconnect storm is thousands of opens a second).
 
     Plain SQL, read on every resuming stream: building the ORM's queries and three
-    related rows per notification cost more than the database's whole answer
-    (docs/PERFORMANCE.md, issue 13). Each table's part is cut at `limit` before the two
+    related rows per notification cost more than the database's whole answer, and so
+    did planning the statement for every read: one station's page (every stream of one
+    station's, and the Pushpin relay's of one station) is prepared on PostgreSQL (_page_read says
+    why not several stations'; docs/PERFORMANCE.md, issue 13).
+    Each table's part is cut at `limit` before the two
     are merged, so a client far behind costs the database two short index reads, not a
     sort of all it missed.
     """
@@ -240,16 +251,15 @@ def consistent_read():
 
 
 def _page_read(stations: int, through: bool) -> Read | str:
-    if stations > PREPARED_MAX_STATIONS:
+    """One station's page is prepared; several stations' is planned for each read. The
+    one plan kept for a prepared statement cannot know which stations its OR names, so
+    for two or more it walks the (station, seq) index from the first station's start and
+    filters (measured: 18 ms against 0.15 ms planned with the values, for a client 5
+    entries behind on two stations of 40,000 entries each); planned with the values,
+    each station is its own short index read."""
+    if stations > 1:
         return _page_sql(stations, through)
-    return _prepared_page(stations, through)
-
-
-@cache
-def _prepared_page(stations: int, through: bool) -> Read:
-    sql = _page_sql(stations, through)
-    name = f"cgm_page_{'through_' if through else ''}{stations}"
-    return Read(name, sql, ("bigint",) * sql.count("%s"))
+    return _PAGE_READS[through]
 
 
 def _page_sql(stations: int, through: bool) -> str:
@@ -267,6 +277,18 @@ def _after_params(after: dict[int, tuple[str, int]], through) -> list[int]:
     if through is None:
         return [value for pk, (_, seq) in after.items() for value in (pk, seq)]
     return [v for pk, (_, seq) in after.items() for v in (pk, seq, through[pk])]
+
+
+def _page_statement(stations: int, through: bool) -> Read:
+    sql = _page_sql(stations, through)
+    name = f"cgm_page_{'through_' if through else ''}{stations}"
+    return Read(name, sql, ("bigint",) * sql.count("%s"))
+
+
+# Made here, once (as _POSITIONS_READS).
+
+
+_PAGE_READS = {through: _page_statement(1, through) for through in (False, True)}
 
 
 class _Replayed(NamedTuple):

@@ -322,6 +322,7 @@ def test_publish_runs_after_the_rows_are_visible_to_other_connections():
 def test_the_statements_are_prepared_once_per_connection():
     # Without the ingest's own PREPAREs the statements would be parsed and planned for
     # every group (docs/PERFORMANCE.md). A second PREPARE of a name would fail the group.
+    _fresh_session()  # not one where stream reads prepared theirs (test_prepared_reads.py)
     for n in range(3):
         notification_ingest_group(
             [events_for(make_event("ST001", id=f"prep-{n}"))], publish=lambda rows: None

@@ -9,6 +9,7 @@ own prepared statements on one session. These run in the PostgreSQL pass of
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from access.models import ApiKey
 from access.policy import find_key
@@ -53,10 +54,14 @@ def _ingest(*events):
 
 def _an_opens_reads(raw_key: str):
     """What a stream open reads: its key, two stations' positions, then what it missed
-    on one of them (fault and status changes and notifications, from the start)."""
+    on one of them (fault and status changes and notifications, from the start); and
+    the Pushpin relay's read of that station, up to its second entry."""
     api_key = find_key(raw_key, cached=False)
     positions = log_positions(["ST001", "ST002"])
-    page = log_entries_after({positions["ST001"].station_id: ("ST001", 0)}, 100)
+    after = {positions["ST001"].station_id: ("ST001", 0)}
+    page = log_entries_after(after, 100)
+    relayed = log_entries_after(after, 100, {positions["ST001"].station_id: 2})
+    assert relayed == page[:2]
     return api_key.pk, positions, page
 
 
@@ -69,8 +74,16 @@ def test_an_opens_reads_are_prepared_at_first_use_and_answer_as_their_text(setti
     )
     _fresh_session()
     first = _an_opens_reads(raw_key)
-    assert {"cgm_active_key", "cgm_positions_2", "cgm_page_1"} <= _prepared_names()
-    again = _an_opens_reads(raw_key)  # now as EXECUTE of the prepared statements
+    names = {"cgm_active_key", "cgm_positions_2", "cgm_page_1", "cgm_page_through_1"}
+    assert names <= _prepared_names()
+    with CaptureQueriesContext(connection) as sent:
+        again = _an_opens_reads(raw_key)
+    assert [query["sql"].split("(")[0] for query in sent.captured_queries] == [
+        "EXECUTE cgm_active_key",
+        "EXECUTE cgm_positions_2",
+        "EXECUTE cgm_page_1",
+        "EXECUTE cgm_page_through_1",
+    ]
 
     settings.CGM_PG_PREPARE = False  # as behind a pooler in transaction mode
     _fresh_session()
@@ -103,17 +116,29 @@ def test_a_session_that_lost_its_prepared_reads_fails_one_read_then_prepares_aga
     assert "cgm_positions_1" in _prepared_names()
 
 
-def test_reads_for_more_stations_than_are_prepared_run_as_text():
-    _ingest(*(make_event(code, id=f"wide-{code}") for code in CODES))
+@pytest.mark.parametrize("count", [2, PREPARED_MAX_STATIONS, WIDE])
+def test_reads_of_several_stations_answer_alike_prepared_or_not(count):
+    # Positions are prepared up to PREPARED_MAX_STATIONS, wider ones run as text; the
+    # page of several stations always runs as text (log.py _page_read says why). Both
+    # the stream's page and the Pushpin relay's (`through`: up to the announced numbers).
+    codes = CODES[:count]
+    _ingest(*(make_event(code, id=f"wide-{code}-{n}") for code in codes for n in range(2)))
     _fresh_session()
-    positions = log_positions(CODES)
-    assert set(positions) == set(CODES)
+    positions = log_positions(codes)
+    assert set(positions) == set(codes)
     after = {position.station_id: (code, 0) for code, position in positions.items()}
     page = log_entries_after(after, 1000)
-    assert {item.station_code for item in page} == set(CODES)
+    assert {item.station_code for item in page} == set(codes)
     assert len(page) == sum(position.last_seq for position in positions.values())
+    through = {position.station_id: 2 for position in positions.values()}
+    cut = log_entries_after(after, 1000, through)
+    assert [(item.station_code, item.seq) for item in cut] == [
+        (item.station_code, item.seq) for item in page if item.seq <= 2
+    ]
+    assert len(cut) == 2 * count
     names = _prepared_names()
-    assert not {f"cgm_positions_{WIDE}", f"cgm_page_{WIDE}"} & names
+    assert (f"cgm_positions_{count}" in names) == (count <= PREPARED_MAX_STATIONS)
+    assert not {name for name in names if name.startswith("cgm_page")}
 
 
 def test_the_ingest_and_the_reads_share_a_session_in_either_order():
