@@ -24,6 +24,7 @@ class Subscriber:
     received: set = field(default_factory=set)
     duplicates: int = 0
     reconnects: int = 0
+    server_ended: int = 0  # open streams of this subscriber that the server ended
     transport: asyncio.Transport | None = None
     ever_opened: bool = False  # owed every event of its station from then on
     # Moves on each time the bench closes the stream or opens it anew: a connection or
@@ -181,6 +182,7 @@ class _SSEProtocol(asyncio.Protocol):
             # the console do, and the events meanwhile come with the replay. Counted,
             # so a server that ends streams shows in the result line.
             self.sub.opened = False
+            self.sub.server_ended += 1
             self.stats.server_closes += 1
             task = asyncio.get_running_loop().create_task(
                 _reopen(self.port, self.sub, self.stats, self.generation)

@@ -440,7 +440,36 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
             f" | reconnect storm: {len(subs)} within 10s, failed={storm_failed},"
             f" all back in {storm_back:.1f}s; meanwhile, posts included, {storm_cpu}"
         )
-    return line + failure_reasons(subs, stats)
+    return line + failure_reasons(subs, stats) + lost_detail(subs, sent)
+
+
+def lost_detail(subs: list[Subscriber], sent: dict[str, list[str]]) -> str:
+    """When deliveries were lost, which: a station's last events (a stream that had not
+    caught up by the end) or a gap before events it did get, and whether the server had
+    ended those subscribers' streams. Empty when nothing was lost."""
+    losers = []
+    for sub in subs:
+        order = sent.get(sub.station, [])
+        missing = set(order) - sub.received
+        if missing:
+            places = [index for index, message_id in enumerate(order) if message_id in missing]
+            tail_only = places[0] == len(order) - len(missing)
+            losers.append((sub, places, len(order), tail_only))
+    if not losers:
+        return ""
+    tails = sum(1 for *_, tail_only in losers if tail_only)
+    ended = sum(1 for sub, *_ in losers if sub.server_ended)
+    examples = "; ".join(
+        f"{sub.station} lost {len(places)} of {total} (events {places[0]}-{places[-1]}),"
+        f" last id {sub.last_id}, streams the server ended {sub.server_ended},"
+        f" reconnects {sub.reconnects}, open at the end {sub.opened}"
+        for sub, places, total, _ in losers[:5]
+    )
+    return (
+        f" | lost detail: {len(losers)} subscribers lost events ({tails} only their"
+        f" station's last ones, {len(losers) - tails} with a gap before events they got);"
+        f" {ended} of them had a stream the server ended; first ones: {examples}"
+    )
 
 
 START_SECONDS = 2.0
