@@ -63,13 +63,20 @@ class Statement:
             raise ValueError(f"two statements named {self.name}")
 
     def prepare(self) -> str:
-        numbered = iter(range(1, self.sql.count("%s") + 1))
-        return f"PREPARE {self.name} AS " + re.sub(r"%s", lambda _: f"${next(numbered)}", self.sql)
+        return f"PREPARE {self.name} AS {_numbered(self.sql)}"
 
     def call(self, prepared: bool) -> str:
-        if not prepared:
-            return self.sql
-        return f"EXECUTE {self.name}({', '.join(['%s'] * self.sql.count('%s'))})"
+        return _execute(self.name, self.sql.count("%s")) if prepared else self.sql
+
+
+def _numbered(sql: str) -> str:
+    """`sql` with its `%s` as PREPARE's $1, $2..."""
+    numbered = iter(range(1, sql.count("%s") + 1))
+    return re.sub(r"%s", lambda _: f"${next(numbered)}", sql)
+
+
+def _execute(name: str, values: int) -> str:
+    return f"EXECUTE {name}({', '.join(['%s'] * values)})"
 
 
 @dataclass(frozen=True)
@@ -90,12 +97,7 @@ class Read:
         _READS.add(self.name)
 
     def prepare(self) -> str:
-        numbered = iter(range(1, len(self.types) + 1))
-        body = re.sub(r"%s", lambda _: f"${next(numbered)}", self.sql)
-        return f"PREPARE {self.name}({', '.join(self.types)}) AS {body}"
-
-    def execute(self) -> str:
-        return f"EXECUTE {self.name}({', '.join(['%s'] * len(self.types))})"
+        return f"PREPARE {self.name}({', '.join(self.types)}) AS {_numbered(self.sql)}"
 
 
 def fetch_rows(read: Read | str, values: list) -> list[tuple]:
@@ -109,11 +111,12 @@ def fetch_rows(read: Read | str, values: list) -> list[tuple]:
     if not isinstance(read, str) and connection.vendor == "postgresql" and settings.CGM_PG_PREPARE:
         connection.ensure_connection()
         pg = connection.connection
-        if read.name not in _names(pg) and _outside_transactions(pg):
+        names = _names(pg)
+        if read.name not in names and _outside_transactions(pg):
             with connection.wrap_database_errors:
-                _prepare(pg, [read])
-        if read.name in _names(pg):
-            sql = read.execute()
+                names = _prepare(pg, [read])
+        if read.name in names:
+            sql = _execute(read.name, len(read.types))
     with connection.cursor() as cursor:
         try:
             cursor.execute(sql, values)
@@ -151,8 +154,9 @@ def _forget(pg: psycopg.Connection) -> None:
         _prepared.pop(pg, None)
 
 
-def _prepare(pg: psycopg.Connection, statements: list[Statement | Read]) -> None:
-    """PREPARE those of `statements` not yet prepared on `pg`, in one query. On a session
+def _prepare(pg: psycopg.Connection, statements: list[Statement | Read]) -> set[str]:
+    """PREPARE those of `statements` not yet prepared on `pg`, in one query; returns the
+    names prepared on it now. On a session
     new to this: DEALLOCATE ALL first, because a PREPARE outlives a rollback, so a query
     that failed part way may have left some, and the next attempt must start clean
     (Django prepares nothing on its connections, and psycopg's own preparing is off);
@@ -161,7 +165,7 @@ def _prepare(pg: psycopg.Connection, statements: list[Statement | Read]) -> None
         known = _prepared.get(pg)
     missing = [s for s in statements if known is None or s.name not in known]
     if not missing:
-        return
+        return known
     texts = [statement.prepare() for statement in missing]
     if known is None:
         texts = ["DEALLOCATE ALL", "SET plan_cache_mode = force_generic_plan", *texts]
@@ -171,8 +175,10 @@ def _prepare(pg: psycopg.Connection, statements: list[Statement | Read]) -> None
         # Some may have been made before the failure: the next attempt starts afresh.
         _forget(pg)
         raise
+    names = (known or set()) | {statement.name for statement in missing}
     with _prepared_lock:
-        _prepared[pg] = (known or set()) | {statement.name for statement in missing}
+        _prepared[pg] = names
+    return names
 
 
 def prepare_all(pg: psycopg.Connection) -> None:

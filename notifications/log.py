@@ -182,12 +182,11 @@ def log_entries_after(
 
     Plain SQL, read on every resuming stream: building the ORM's queries and three
     related rows per notification cost more than the database's whole answer, and so
-    did planning the statement for every read: one station's page (every stream of one
-    station's, and the Pushpin relay's of one station) is prepared on PostgreSQL (_page_read says
-    why not several stations'; docs/PERFORMANCE.md, issue 13).
-    Each table's part is cut at `limit` before the two
-    are merged, so a client far behind costs the database two short index reads, not a
-    sort of all it missed.
+    did planning the statement for every read: one station's page (a one-station
+    stream's, the Pushpin relay's for one station) is prepared on PostgreSQL
+    (_page_read says why not several stations'; docs/PERFORMANCE.md, issue 13). Each
+    table's part is cut at `limit` before the two are merged, so a client far behind
+    costs the database two short index reads, not a sort of all it missed.
     """
     if not after:
         return []
@@ -279,16 +278,15 @@ def _after_params(after: dict[int, tuple[str, int]], through) -> list[int]:
     return [v for pk, (_, seq) in after.items() for v in (pk, seq, through[pk])]
 
 
-def _page_statement(stations: int, through: bool) -> Read:
-    sql = _page_sql(stations, through)
-    name = f"cgm_page_{'through_' if through else ''}{stations}"
-    return Read(name, sql, ("bigint",) * sql.count("%s"))
-
-
-# Made here, once (as _POSITIONS_READS).
-
-
-_PAGE_READS = {through: _page_statement(1, through) for through in (False, True)}
+# One station's page, with and without `through`: made here, once (as _POSITIONS_READS).
+_PAGE_READS = {
+    through: Read(
+        f"cgm_page_{'through_' if through else ''}1",
+        _page_sql(1, through),
+        ("bigint",) * _page_sql(1, through).count("%s"),
+    )
+    for through in (False, True)
+}
 
 
 class _Replayed(NamedTuple):
