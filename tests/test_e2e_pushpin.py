@@ -180,7 +180,36 @@ def test_batches_across_stations_need_no_recovery_either(pushpin_stack):
     assert stream.quiet("notification", 0.5) == []
 
 
-def test_revoking_a_key_closes_the_streams_pushpin_holds_for_it(pushpin_stack):
+def test_no_two_streams_share_one_next_link_call(pushpin_stack):
+    # Pushpin shares one origin request among calls with the same path and Grip-Last,
+    # and a shared request that fails leaves every later call under its key waiting for
+    # ever: those streams would stall silently (notifications/streams/pushpin.py). So
+    # each stream's Grip-Last carries a tag of its own, and Pushpin's call of every
+    # stream's next link one second after the channel's first subscriber (engine.cpp
+    # sub_subscribed) reaches Django once per stream, though all three are one
+    # caller's, at the same position, with the same link.
+    pushpin, first, _ = pushpin_stack
+    streams = [
+        SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers=first.reader_headers)
+        for _ in range(3)
+    ]
+    for stream in streams:
+        stream.next_of("stream-open")
+    deadline = time.monotonic() + 10
+    while len(next_link_calls(pushpin)) < 3:
+        assert time.monotonic() < deadline, (
+            f"{len(next_link_calls(pushpin))} next-link requests reached Django for 3 streams"
+        )
+        time.sleep(0.1)
+    assert len({line.split("/next/")[1] for line in next_link_calls(pushpin)}) == 1
+    event = make_event(A)
+    first.post(event)
+    for stream in streams:
+        assert stream.next_of("notification").json()["id"] == event["id"]
+        stream.close()
+
+
+def test_revoking_a_key_ends_the_streams_pushpin_holds_for_it(pushpin_stack):
     pushpin, first, _ = pushpin_stack
     key = first.manage("createapikey", "reader A", "--scope", "subscribe", "--station", A).strip()
     other = first.manage("createapikey", "reader B", "--scope", "subscribe").strip()
@@ -201,10 +230,14 @@ def test_revoking_a_key_closes_the_streams_pushpin_holds_for_it(pushpin_stack):
     # A separate process (like an admin's), with the same settings: it tells Pushpin.
     first.manage("revokeapikey", key)
 
+    # Django checked the caller again through the stream's next link, said why, and
+    # ended the stream, as a stream it holds itself does (docs/EVENT_FLOW.md).
+    error = revoked.next_of("stream-error", timeout=10).json()
+    assert error == {"condition": "forbidden", "stations": [A]}
     assert revoked.ended(timeout=10)
     again = httpx.get(f"{pushpin.url}/api/sse/stations/{A}/", headers={"X-Api-Key": key})
     assert again.status_code == 401
-    # Only that caller's streams were closed.
+    # Only that caller's streams ended.
     event = make_event(A)
     first.post(event)
     assert untouched.next_of("notification").json()["id"] == event["id"]

@@ -27,8 +27,28 @@ batch of its own: 10 streams a second recovered, the others waited for seconds w
 their events queued. And because sharing ignores the query, the caller must be in the
 path: otherwise two callers' calls at the same positions share one answer, and one
 of them holds the other's channels from then on.
+
+But no two streams' calls may share one origin request: each stream's Grip-Last
+names a tag of its own (`stream_tag`, the prev-id of its caller's channel), so the
+sharing key differs while the link, and so the batching, stays the same. Why: when
+the origin request of a shared call fails (Pushpin's proxy refuses it with a 502
+when more than 100 new origin requests wait for zurl, proxy zhttpmanager.cpp
+OUT_HWM, as in the first seconds of 2,000 opens), the proxy answers the calls that
+joined so far, but keeps taking new calls under that key and never answers them
+(proxysession.cpp `rejectAll` leaves the session open to `add`, and it never
+finishes). Every later call of a stream at those positions joined it too: such a
+stream never left its recovery, queued every event, and sent only keep-alives, for
+as long as the client stayed (docs/SCALING.md, twelfth session). A call of its own
+that fails is retried by Pushpin (five times, 1 to 16 s apart), then ends the
+stream, and the client resumes.
+
+The tag makes a `close` published on the caller's channel a gap in that channel (it
+has no prev-id), so Pushpin follows the stream's next link instead of closing, and
+Django checks the caller's access there: a stream that may no longer read a station
+ends with the `forbidden` frame, and the others go on without reconnecting.
 """
 
+import secrets
 from urllib.parse import quote
 
 from django.conf import settings
@@ -76,6 +96,13 @@ def next_link_caller(token: str) -> tuple[Principal, bool] | None:
         return None
     principal = Principal(data["k"], data["i"], data.get("s", ""), data.get("g"))
     return principal, bool(data.get("h"))
+
+
+def stream_tag(request, principal: Principal) -> str:
+    """The stream's own tag (see above): the one Pushpin reports back in Grip-Last when
+    it follows the next link, else a new one (a new stream, or a replay's next page,
+    which Pushpin fetches before it holds any channel)."""
+    return request.grip.last.get(principal_channel(principal)) or secrets.token_hex(8)
 
 
 def grip_last_cursor(request) -> dict[str, int]:
@@ -141,7 +168,9 @@ def grip_response(
         channel = Channel(channel_name(code), prev_id=str(last[code]))
         channel.filters.append("build-id")
         instruct.add_channel(channel)
-    instruct.add_channel(Channel(principal_channel(principal)))
+    instruct.add_channel(
+        Channel(principal_channel(principal), prev_id=stream_tag(request, principal))
+    )
     if not more:
         instruct.set_hold_stream()
     instruct.meta["id_format"] = ",".join(
