@@ -5,10 +5,9 @@ Streams in every process re-check their callers when the revision moves
 membership, user deactivation or demotion, key revocation or narrowing.
 
 Behind Pushpin (GRIP_URL) the streams are held by Pushpin, not by a Django process,
-so nothing would re-check them until Pushpin next calls Django. So Pushpin is told to
-call now: the callers concerned get their streams' next links followed
-(notifications/push/pushpin.py, recheck_streams_of), where Django checks their access
-again and ends the streams that may no longer read a station.
+so nothing would re-check them until Pushpin next calls Django. There, the callers
+concerned get their streams closed (notifications/grip.py, close_streams_of): their
+clients reconnect with Last-Event-ID, and Django checks their access again.
 """
 
 from django.conf import settings
@@ -30,13 +29,13 @@ def bump_after_commit(sender=None, instance=None, **kwargs):
     if settings.GRIP_URLS and instance is not None:
         principals = _principals_concerned(sender, instance, kwargs)
         if principals:
-            transaction.on_commit(lambda: _recheck_pushpin_streams(principals))
+            transaction.on_commit(lambda: _close_pushpin_streams(principals))
 
 
-def _recheck_pushpin_streams(principals) -> None:
-    from notifications.push.pushpin import recheck_streams_of  # notifications depends on access
+def _close_pushpin_streams(principals) -> None:
+    from notifications.push.pushpin import close_streams_of  # notifications depends on access
 
-    recheck_streams_of(principals)
+    close_streams_of(principals)
 
 
 def _principals_concerned(sender, instance, kwargs) -> set[Principal]:

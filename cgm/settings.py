@@ -341,6 +341,8 @@ CGM_INGEST_MAX_EXTRA_BYTES = env_int("CGM_INGEST_MAX_EXTRA_BYTES", 16 * 1024)
 # Stream tuning: heartbeats well under the 60 s idle timeout of common proxies.
 CGM_SSE_HEARTBEAT_SECONDS = env_int("CGM_SSE_HEARTBEAT_SECONDS", 15)
 CGM_SSE_RETRY_MS = env_int("CGM_SSE_RETRY_MS", 3000)
+# Behind Pushpin a stream holds these plus 2 channels: deploy/pushpin/pushpin.conf.template
+# allows 600 per connection, and Pushpin silently drops any past that.
 CGM_SSE_MAX_STATIONS = env_int("CGM_SSE_MAX_STATIONS", 500)
 CGM_SSE_REPLAY_PAGE = env_int("CGM_SSE_REPLAY_PAGE", 500)
 # Threads (and so DB connections) shared by all open streams for their log reads.

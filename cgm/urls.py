@@ -36,7 +36,11 @@ urlpatterns = [
     path("api/sse/stations/<str:station>/", stream.station_stream, name="stream-station"),
     # Pushpin's next link for a stream it holds (notifications/streams/pushpin.py).
     path("api/sse/next/<str:caller>/", stream.station_stream, name="stream-next"),
-    path("api/sse/next/<str:caller>/<str:after>/", stream.station_stream, name="stream-page"),
+    path(
+        "api/sse/next/<str:caller>/<str:after>/<str:tag>/",
+        stream.station_stream,
+        name="stream-page",
+    ),
     # Anything else under /api/ is a JSON 404 (in local mode too, where Django would
     # show its HTML debug page).
     re_path(r"^api/", errors.api_not_found),

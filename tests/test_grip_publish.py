@@ -69,15 +69,15 @@ def test_every_node_gets_every_publish_even_when_one_is_down(nodes):
         ]
 
 
-def test_rechecking_a_callers_streams_reaches_every_node(nodes):
-    grip.recheck_streams_of({Principal("key", 42)})
+def test_closing_a_callers_streams_reaches_every_node(nodes):
+    grip.close_streams_of({Principal("key", 42)})
     for node in nodes:
         assert node.bodies == [
             {
                 "items": [
                     {
                         "channel": "principal-key-42",
-                        "formats": {"http-stream": {"action": "hint"}},
+                        "formats": {"http-stream": {"action": "close"}},
                     }
                 ]
             }

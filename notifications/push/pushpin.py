@@ -35,8 +35,7 @@ def channel_name(code: str) -> str:
 
 
 def principal_channel(principal: Principal) -> str:
-    """A per-caller channel: a hint published here makes Django check that caller's
-    streams again (recheck_streams_of)."""
+    """A per-caller channel: publishing a close here ends that caller's streams."""
     return f"principal-{principal.kind}-{principal.id}"
 
 
@@ -119,16 +118,12 @@ def _publish_to(url: str, body: str) -> bool:
     return False
 
 
-def recheck_streams_of(principals) -> None:
-    """Make every stream Pushpin holds for these callers (their access may have
-    narrowed) follow its next link, where Django checks the caller's access again: a
-    stream that may no longer read a station ends with the `forbidden` frame, the
-    others go on. Each stream subscribed its caller's channel (principal_channel).
-    A `hint` says so; Pushpin takes it as a gap in that channel, whose prev-id is the
-    stream's tag (notifications/streams/pushpin.py says why), and follows the link all
-    the same."""
+def close_streams_of(principals) -> None:
+    """End every stream Pushpin holds for these callers (their access may have
+    narrowed). Each stream subscribed its caller's channel (principal_channel); its
+    client reconnects with Last-Event-ID and Django checks its access again."""
     items = [
-        {"channel": principal_channel(p), "formats": {"http-stream": {"action": "hint"}}}
+        {"channel": principal_channel(p), "formats": {"http-stream": {"action": "close"}}}
         for p in principals
     ]
     if items:

@@ -15,39 +15,39 @@ headers, which name every station channel of the stream; so the link itself only
 the caller, whose access is checked again on each call: /api/sse/next/<signed caller>/.
 A replay cut at a page is the exception: Pushpin fetches the rest at once, before it
 holds any channel, so without Grip-Last; that link carries the cursor too
-(/api/sse/next/<signed caller>/<cursor>/).
+(/api/sse/next/<signed caller>/<cursor>/<tag>/, see below).
 
-One link per caller, the same for all its streams, is what keeps these calls cheap.
+One link per caller, the same for all its streams, is what keeps these calls moving.
 Pushpin runs them through a rate limiter of 10 batches a second, a batch being up to
-100 streams with the *same* next link (httpsession.cpp UpdateAction), and then sends
-one origin request for all calls with the same path and Grip-Last headers
-("auto-share", which ignores the query). A link that differed per station and per
-second (the station list and a timestamped signature in the query) made each stream a
-batch of its own: 10 streams a second recovered, the others waited for seconds with
-their events queued. And because sharing ignores the query, the caller must be in the
-path: otherwise two callers' calls at the same positions share one answer, and one
-of them holds the other's channels from then on.
+100 streams with the *same* next link (httpsession.cpp UpdateAction). A link that
+differed per station and per second (the station list and a timestamped signature in
+the query) made each stream a batch of its own: 10 streams a second recovered, the
+others waited for seconds with their events queued. Pushpin would then also send one
+origin request for all calls with the same path and Grip-Last headers ("auto-share",
+which ignores the query); so the caller must be in the path, or two callers' calls at
+the same positions could share one answer, and one of them hold the other's channels.
 
-But no two streams' calls may share one origin request: each stream's Grip-Last
-names a tag of its own (`stream_tag`, the prev-id of its caller's channel), so the
-sharing key differs while the link, and so the batching, stays the same. Why: when
-the origin request of a shared call fails (Pushpin's proxy refuses it with a 502
-when more than 100 new origin requests wait for zurl, proxy zhttpmanager.cpp
-OUT_HWM, as in the first seconds of 2,000 opens), the proxy answers the calls that
-joined so far, but keeps taking new calls under that key and never answers them
-(proxysession.cpp `rejectAll` leaves the session open to `add`, and it never
-finishes). Every later call of a stream at those positions joined it too: such a
-stream never left its recovery, queued every event, and sent only keep-alives, for
-as long as the client stayed (docs/SCALING.md, twelfth session). A call of its own
-that fails is retried by Pushpin (five times, 1 to 16 s apart), then ends the
-stream, and the client resumes.
+But no two streams' calls may share one origin request. Each stream holds one more
+channel, TAG_CHANNEL, with a tag of its own as prev-id (`stream_tag`): nothing is ever
+published there, but Pushpin names it in Grip-Last, so each stream's calls have a
+sharing key of their own while the link, and so the batching, stays the same. (One
+channel for all streams: Pushpin's one-second call after a channel's first subscriber
+comes once, not once per stream.) A replay cut at a page is fetched before the stream
+holds any channel, so its link carries the tag in the path instead.
 
-The tag makes a `close` published on the caller's channel a gap in that channel (it
-has no prev-id), so Pushpin follows the stream's next link instead of closing, and
-Django checks the caller's access there: a stream that may no longer read a station
-ends with the `forbidden` frame, and the others go on without reconnecting.
+Why: when the origin request of a shared call fails (Pushpin's proxy refuses it with a
+502 when more than 100 new origin requests wait for zurl, zhttpmanager.cpp OUT_HWM, as
+in the first seconds of 2,000 opens), the proxy answers the calls that had joined, but
+goes on taking calls under that key and answers none of them, for as long as their
+clients stay (proxysession.cpp: `rejectAll` does not stop `add`, and a call added after
+it is never answered, so the shared session never finishes). Every later call of a
+stream at those positions joined it: such a stream stayed in its recovery, queued
+every event and sent only keep-alives (docs/SCALING.md, twelfth session). A call of its
+own that fails is retried by Pushpin (five times, 1 to 16 s apart), then Pushpin ends
+the stream, and the client resumes.
 """
 
+import re
 import secrets
 from urllib.parse import quote
 
@@ -98,11 +98,17 @@ def next_link_caller(token: str) -> tuple[Principal, bool] | None:
     return principal, bool(data.get("h"))
 
 
-def stream_tag(request, principal: Principal) -> str:
-    """The stream's own tag (see above): the one Pushpin reports back in Grip-Last when
-    it follows the next link, else a new one (a new stream, or a replay's next page,
-    which Pushpin fetches before it holds any channel)."""
-    return request.grip.last.get(principal_channel(principal)) or secrets.token_hex(8)
+TAG_CHANNEL = "stream-tag"
+_TAG = re.compile(r"[0-9a-f]{16}")
+
+
+def stream_tag(request, in_path: str | None) -> str:
+    """The stream's own tag (see above): the one Pushpin reports in Grip-Last when it
+    follows the next link, or the one in a replay page's link, else a new one."""
+    for tag in (request.grip.last.get(TAG_CHANNEL), in_path):
+        if tag and _TAG.fullmatch(tag):
+            return tag
+    return secrets.token_hex(8)
 
 
 def grip_last_cursor(request) -> dict[str, int]:
@@ -124,6 +130,7 @@ def grip_response(
     opening: str,
     principal: Principal,
     heartbeat: bool,
+    tag: str | None = None,
 ) -> HttpResponse:
     """Body (opening frames, replay) plus the hold instruction. Runs on a database
     thread, with the rest of the opening."""
@@ -157,9 +164,9 @@ def grip_response(
     # since a gap already triggers a recovery fetch.
     token = next_link_token(principal, heartbeat)
     # A replay cut at a page: Pushpin fetches the rest at once, without Grip-Last (it
-    # holds no channel yet), so the cursor goes in the path, where Pushpin's sharing of
-    # identical calls sees it too.
-    link = reverse("stream-page", args=[token, format_cursor(last)]) if more else None
+    # holds no channel yet), so the cursor and the stream's tag go in the path.
+    tag = stream_tag(request, tag)
+    link = reverse("stream-page", args=[token, format_cursor(last), tag]) if more else None
     instruct.set_next_link(
         link or reverse("stream-next", args=[token]),
         timeout=settings.CGM_GRIP_REFRESH_SECONDS,
@@ -168,9 +175,8 @@ def grip_response(
         channel = Channel(channel_name(code), prev_id=str(last[code]))
         channel.filters.append("build-id")
         instruct.add_channel(channel)
-    instruct.add_channel(
-        Channel(principal_channel(principal), prev_id=stream_tag(request, principal))
-    )
+    instruct.add_channel(Channel(principal_channel(principal)))
+    instruct.add_channel(Channel(TAG_CHANNEL, prev_id=tag))
     if not more:
         instruct.set_hold_stream()
     instruct.meta["id_format"] = ",".join(

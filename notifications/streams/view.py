@@ -73,7 +73,11 @@ def _requested_codes(request, station: str | None) -> list[str]:
 
 
 def station_stream(
-    request, station: str | None = None, caller: str | None = None, after: str | None = None
+    request,
+    station: str | None = None,
+    caller: str | None = None,
+    after: str | None = None,
+    tag: str | None = None,
 ):
     """Opens a stream. Runs on the stream database threads, middleware and all (door.py
     says why): its queries share one trip to those threads."""
@@ -83,7 +87,7 @@ def station_stream(
         return response
     try:
         failpoint("stream.open")
-        return _open_stream(request, station, caller, after)
+        return _open_stream(request, station, caller, after, tag)
     except Exception as exc:
         return open_failed(exc)
 
@@ -100,7 +104,9 @@ def open_failed(exc: Exception):
     return _error(503, "unavailable", "The stream could not open; retry shortly.")
 
 
-def _open_stream(request, station: str | None, caller: str | None, after: str | None):
+def _open_stream(
+    request, station: str | None, caller: str | None, after: str | None, tag: str | None
+):
     grip = getattr(request, "grip", None)
     behind_pushpin = bool(grip and grip.proxied)
     # Pushpin following its next link for a stream it holds: the caller is in the path,
@@ -186,6 +192,7 @@ def _open_stream(request, station: str | None, caller: str | None, after: str | 
             opening=opening,
             principal=principal,
             heartbeat=heartbeat,
+            tag=tag,
         )
 
     notification_stream = NotificationStream(
