@@ -278,15 +278,13 @@ def _after_params(after: dict[int, tuple[str, int]], through) -> list[int]:
     return [v for pk, (_, seq) in after.items() for v in (pk, seq, through[pk])]
 
 
+def _one_station_page(through: bool) -> Read:
+    sql = _page_sql(1, through)
+    return Read(f"cgm_page_{'through_' if through else ''}1", sql, ("bigint",) * sql.count("%s"))
+
+
 # One station's page, with and without `through`: made here, once (as _POSITIONS_READS).
-_PAGE_READS = {
-    through: Read(
-        f"cgm_page_{'through_' if through else ''}1",
-        _page_sql(1, through),
-        ("bigint",) * _page_sql(1, through).count("%s"),
-    )
-    for through in (False, True)
-}
+_PAGE_READS = {through: _one_station_page(through) for through in (False, True)}
 
 
 class _Replayed(NamedTuple):
