@@ -11,7 +11,7 @@ the view's.
 
 from django.conf import settings
 
-from cgm.doors import django_request, host_refusal, middleware_chain, send_response
+from cgm.doors import django_request, host_refusal, middleware_chain, release, send_response
 from notifications.ingest.api import event_ingest
 from notifications.ingest.threads import on_ingest_thread
 
@@ -42,6 +42,14 @@ def _rendered(request):
 _handler = middleware_chain(_rendered, MIDDLEWARE)
 
 
+def answer(request):
+    """The view's rendered answer, made on an ingest thread; the request is let go there
+    too (cgm/doors.py release), so nothing of it is left for the garbage collector."""
+    response = _handler(request)
+    release(request, response)
+    return response
+
+
 class _ClientGoneError(Exception):
     pass
 
@@ -58,7 +66,7 @@ async def ingest_app(scope, receive, send):
         return
     # The view answers 413 before it does anything else (api.py, EventIngestView.initial).
     request.body_too_large = too_large
-    response = await on_ingest_thread(_handler, request)
+    response = await on_ingest_thread(answer, request)
     await send_response(send, response)
 
 

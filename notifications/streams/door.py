@@ -25,7 +25,14 @@ from django.conf import settings
 from django.urls import Resolver404, resolve
 
 from cgm.db_pool import run_on_db_threads
-from cgm.doors import django_request, host_refusal, middleware_chain, response_start, send_response
+from cgm.doors import (
+    django_request,
+    host_refusal,
+    middleware_chain,
+    release,
+    response_start,
+    send_response,
+)
 from cgm.failpoints import failpoint
 from cgm.server import SEND_BUFFER
 from notifications.streams import view
@@ -63,19 +70,24 @@ def _view(request):
 _handler = middleware_chain(_view, MIDDLEWARE)  # a sync chain: the view is sync
 
 
-def _open_on_db_thread(request):
+def open_on_db_thread(request):
+    """The view's answer: an open stream, Pushpin's hold instruction or an error. The
+    request is let go here (cgm/doors.py release): an open stream keeps only what the
+    view took from it, and nothing of it is left for the garbage collector."""
     try:
-        return _handler(request)
+        response = _handler(request)
     except Exception as exc:
         # The view answers its own failures (a 503 that still passes the middleware,
         # CORS headers included); this is a failure in the middleware itself (a session
         # save when the database went away): the same 503 and clean-up, without the
         # middleware's headers.
-        return view.open_failed(exc)
+        response = view.open_failed(exc)
+    release(request, response)
+    return response
 
 
 async def _open(request):
-    return await run_on_db_threads(_open_on_db_thread, request)
+    return await run_on_db_threads(open_on_db_thread, request)
 
 
 async def stream_app(scope, receive, send):
@@ -85,10 +97,7 @@ async def stream_app(scope, receive, send):
         await send_response(send, refusal)
         return
     response = await _open(request)
-    # Break the request's reference cycles (request.user's closure refers back to the
-    # request) so it is freed now rather than at a full garbage collection.
-    request.__dict__.clear()
-    del request
+    del request  # let go on the database thread: nothing of it is needed now
     notification_stream = getattr(response, "notification_stream", None)
     if notification_stream is None:
         await send_response(send, response)
