@@ -48,7 +48,10 @@ async def application(scope, receive, send):
 # DRF, Twisted; never garbage) is frozen out of every collection, and the youngest
 # generation is collected every CGM_GC_THRESHOLDS[0] allocations instead of 700, so
 # short-lived cycles (a request's objects) die young instead of piling into the oldest
-# generation and triggering full collections.
+# generation and triggering full collections. The two doors leave no cycles at all
+# (cgm/doors.py release): with streams behind Pushpin a worker now goes whole runs
+# without a collection; what is left is other requests' (the admin, the API) and the
+# live objects of streams being opened.
 gc.collect()
 gc.freeze()
 gc.set_threshold(*settings.CGM_GC_THRESHOLDS)

@@ -11,9 +11,11 @@ classes themselves composed as Django composes them (each built around the next
 `get_response`), and the view. Sync middleware hooks then share asgiref's one
 process-wide thread instead of a thread per request.
 
-What a door does not do, unlike Django's handler: send `request_started` /
-`request_finished` (the doors' own threads hand their database connections back
-themselves) or resolve URLs (each door serves one view).
+What a door does not do, unlike Django's handler: send `request_started` (the doors'
+own threads hand their database connections back themselves; `request_finished` comes
+only from `response.close()`, on the event loop, which holds none) or resolve URLs
+(each door serves one view). And a door lets go of its request once answered
+(`release`), so that nothing of it waits for the garbage collector.
 """
 
 import logging
@@ -90,10 +92,10 @@ def release(request, response=None) -> None:
     Django's AuthenticationMiddleware gives the request `user` and `auser`, which refer
     back to it; a DRF view, its Request and its Response refer to one another (the view
     keeps both, and the Request's parser context and the Response's renderer context
-    name the view and the Request). Left so, every answer leaves 40-60 objects that only
-    Python's cyclic collector frees: at 100 posts a second a worker collected every 7-9
-    s, pausing for 100-200 ms each time on a busy machine, and that pause was the tail of
-    the ingest's latency (docs/PERFORMANCE.md, thirteenth session). Called once the
+    name the view and the Request). Left so, every post left 43 objects (a batch 103)
+    that only Python's cyclic collector frees: at 100 posts a second a worker collected
+    every 7-9 s, pausing for 100-200 ms each time on a busy machine, a share of the
+    ingest's latency tail (docs/PERFORMANCE.md, thirteenth session). Called once the
     middleware and the view are done with the request; the response keeps its status,
     headers, cookies and rendered content."""
     request.__dict__.clear()

@@ -45,9 +45,12 @@ _handler = middleware_chain(_rendered, MIDDLEWARE)
 def answer(request):
     """The view's rendered answer, made on an ingest thread; the request is let go there
     too (cgm/doors.py release), so nothing of it is left for the garbage collector."""
-    response = _handler(request)
-    release(request, response)
-    return response
+    response = None
+    try:
+        response = _handler(request)
+        return response
+    finally:
+        release(request, response)  # a failure too (guarded() answers it): let go
 
 
 class _ClientGoneError(Exception):

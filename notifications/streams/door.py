@@ -70,24 +70,19 @@ def _view(request):
 _handler = middleware_chain(_view, MIDDLEWARE)  # a sync chain: the view is sync
 
 
-def open_on_db_thread(request):
-    """The view's answer: an open stream, Pushpin's hold instruction or an error. The
-    request is let go here (cgm/doors.py release): an open stream keeps only what the
-    view took from it, and nothing of it is left for the garbage collector."""
+def _open_on_db_thread(request):
     try:
-        response = _handler(request)
+        return _handler(request)
     except Exception as exc:
         # The view answers its own failures (a 503 that still passes the middleware,
         # CORS headers included); this is a failure in the middleware itself (a session
         # save when the database went away): the same 503 and clean-up, without the
         # middleware's headers.
-        response = view.open_failed(exc)
-    release(request, response)
-    return response
+        return view.open_failed(exc)
 
 
 async def _open(request):
-    return await run_on_db_threads(open_on_db_thread, request)
+    return await run_on_db_threads(_open_on_db_thread, request)
 
 
 async def stream_app(scope, receive, send):
@@ -97,7 +92,8 @@ async def stream_app(scope, receive, send):
         await send_response(send, refusal)
         return
     response = await _open(request)
-    del request  # let go on the database thread: nothing of it is needed now
+    release(request)  # freed now, not by the garbage collector (cgm/doors.py)
+    del request
     notification_stream = getattr(response, "notification_stream", None)
     if notification_stream is None:
         await send_response(send, response)
