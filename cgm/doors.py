@@ -92,8 +92,8 @@ def release(request, response=None) -> None:
     Django's AuthenticationMiddleware gives the request `user` and `auser`, which refer
     back to it; a DRF view, its Request and its Response refer to one another (the view
     keeps both, and the Request's parser context and the Response's renderer context
-    name the view and the Request). Left so, every post left 43 objects (a batch 103)
-    that only Python's cyclic collector frees: at 100 posts a second a worker collected
+    name the view and the Request). Left so, every post left 43-62 objects (a batch
+    about 100) that only Python's cyclic collector frees: at 100 posts a second a worker collected
     every 7-9 s, pausing for 100-200 ms each time on a busy machine, a share of the
     ingest's latency tail (docs/PERFORMANCE.md, thirteenth session). Called once the
     middleware and the view are done with the request; the response keeps its status,

@@ -29,13 +29,14 @@ def stations(django_db_setup, django_db_blocker):
     call_command("demo_data", stations=2, stdout=open("/dev/null", "w"))  # noqa: SIM115
 
 
-def _scope(method: str, path: str, headers: dict[str, str], query: str = "") -> dict:
+def _ingest_scope(headers: dict[str, str]) -> dict:
+    """The ASGI scope Daphne hands the ingest door for a POST."""
     return {
         "type": "http",
-        "method": method,
-        "path": path,
+        "method": "POST",
+        "path": "/api/event",
         "root_path": "",
-        "query_string": query.encode(),
+        "query_string": b"",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
@@ -54,7 +55,7 @@ def _garbage_left_by(answer_many) -> int:
         gc.enable()
 
 
-def _post(key: str, body: dict):
+def _post(key: str, body: dict | list):
     raw = json.dumps(body).encode()
     headers = {
         "Authorization": f"Bearer {key}",
@@ -62,7 +63,7 @@ def _post(key: str, body: dict):
         "Content-Length": str(len(raw)),
         "Host": "localhost",
     }
-    request = ingest_door.django_request(_scope("POST", "/api/event", headers), raw)
+    request = ingest_door.django_request(_ingest_scope(headers), raw)
     return ingest_door.answer(request)
 
 
