@@ -110,24 +110,31 @@ def postgres_pids() -> list[int]:
     return pids
 
 
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU so far of some processes and all their children."""
+    return sum(cpu_seconds(p) for pid in pids for p in [pid, *children(pid)])
+
+
 class CpuMeter:
-    """Where the machine's CPU went during a run: the Django processes, PostgreSQL,
+    """Where the machine's CPU went during a run: the Django processes, the proxy in
+    front of them (Pushpin's runner and its condure, proxy, handler and zurl), PostgreSQL,
     this load generator, and the whole machine (/proc/stat). Noisy machines move
     throughput from run to run; CPU per event moves far less, so it says where an
-    event's cost is."""
+    event's cost is, and whether a run is bound by the cores."""
 
-    def __init__(self, django_pids: list[int]):
+    def __init__(self, django_pids: list[int], proxy_pids: list[int] | None = None):
         self.django_pids = django_pids
+        self.proxy_pids = proxy_pids or []
         self.start = self._sample()
 
     def _sample(self) -> dict:
-        django = sum(cpu_seconds(p) for pid in self.django_pids for p in [pid, *children(pid)])
         postgres = {pid: cpu_seconds(pid) for pid in postgres_pids()}
         usage = resource.getrusage(resource.RUSAGE_SELF)
         ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
         busy = (sum(ticks) - ticks[3] - ticks[4]) / TICK  # minus idle and iowait
         return {
-            "django": django,
+            "django": tree_cpu_seconds(self.django_pids),
+            "proxy": tree_cpu_seconds(self.proxy_pids),
             "postgres": postgres,
             "loadgen": usage.ru_utime + usage.ru_stime,
             "machine": busy,
@@ -142,6 +149,7 @@ class CpuMeter:
         )
         spent = {
             "django": end["django"] - start["django"],
+            **({"pushpin": end["proxy"] - start["proxy"]} if self.proxy_pids else {}),
             "postgres": postgres,
             "loadgen": end["loadgen"] - start["loadgen"],
             "machine": end["machine"] - start["machine"],
@@ -176,6 +184,10 @@ class Stack:
 
     def stop(self):
         raise NotImplementedError
+
+    def incidents(self) -> str:
+        """What went wrong in the servers themselves during the run (empty if nothing)."""
+        return ""
 
     def db_connections(self) -> str:
         if self.db_name:
@@ -315,6 +327,17 @@ class PushpinStack(MultiStack):
         self.client_port = self.pushpin.port
         self.proxy_pids = [self.pushpin.process.pid]
 
+    def incidents(self) -> str:
+        """Pushpin's exits during the run: its launcher starts it again (as
+        pushpin.service does) and the streams resume, so a run can lose nothing and
+        still have had one; the line says so, with the first panic, if any."""
+        log = self.pushpin.log().splitlines()
+        exits = [line for line in log if "run_pushpin: pushpin exited unexpectedly" in line]
+        if not exits:
+            return ""
+        why = next((line.strip() for line in log if "panicked at" in line), "no panic logged")
+        return f" | pushpin exited and was started again {len(exits)} times (first: {why})"
+
     def stop(self):
         self.pushpin.stop()
         super().stop()
@@ -389,6 +412,9 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
     )
     storm_failed = None
     steady = stats.latencies
+    # Where the CPU went while streaming steadily (until the storm, if any): whether
+    # the steady latency is bound by this machine's cores, and whose.
+    steady_cpu = CpuMeter(stack.django_pids, stack.proxy_pids)
     if args.storm:
         # Stream steadily for the first part, then drop and reconnect everyone while
         # events keep coming. Latency is reported for the steady part: during the storm
@@ -396,14 +422,16 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
         poster = asyncio.ensure_future(post)
         await asyncio.sleep(args.duration * 0.5)
         steady = list(stats.latencies)
+        steady_cpu = steady_cpu.report(stats.accepted)
         # Where the CPU went until all were back (the posts go on meanwhile): whether
         # the storm is bound by this machine's cores, and whose.
-        storm_cpu = CpuMeter(stack.django_pids)
+        storm_cpu = CpuMeter(stack.django_pids, stack.proxy_pids)
         storm_failed, storm_back = await reconnect_storm(stack.client_port, subs, stats, within=10)
         storm_cpu = storm_cpu.report(len(subs), unit="reopen")
         await poster
     else:
         await post
+        steady_cpu = steady_cpu.report(stats.accepted)
 
     expected = sum(len(sent.get(sub.station, [])) for sub in subs if sub.ever_opened)
     deadline = time.monotonic() + 20
@@ -430,7 +458,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
         f"latency{' (steady part)' if args.storm else ''} p50={ms(pct(steady, 0.5))} "
         f"p99={ms(pct(steady, 0.99))} max={ms(max(steady, default=float('nan')))} "
         f"(p99 of events posted in the first {START_SECONDS:.0f}s={ms(pct(first, 0.99))}, "
-        f"after={ms(pct(later, 0.99))}) | "
+        f"after={ms(pct(later, 0.99))}); meanwhile {steady_cpu} | "
         f"rss/stream={per_stream:.1f}KiB (all server processes) "
         f"django_threads={threads_django} all_threads={threads_open} db_connections={db_conns}"
         f" | streams the server ended={stats.server_closes} (reopened as the console does)"
@@ -440,7 +468,7 @@ async def streaming_scenario(name: str, stack: Stack, args) -> str:
             f" | reconnect storm: {len(subs)} within 10s, failed={storm_failed},"
             f" all back in {storm_back:.1f}s; meanwhile, posts included, {storm_cpu}"
         )
-    return line + failure_reasons(subs, stats) + lost_detail(subs, sent)
+    return line + stack.incidents() + failure_reasons(subs, stats) + lost_detail(subs, sent)
 
 
 def lost_detail(subs: list[Subscriber], sent: dict[str, list[str]]) -> str:
@@ -560,7 +588,7 @@ async def opens_scenario(stack: Stack, args) -> list[str]:
             for sub in subs:
                 sub.opened, sub.failed = False, None
         stats = Stats()
-        meter = CpuMeter(stack.django_pids)
+        meter = CpuMeter(stack.django_pids, stack.proxy_pids)
         started = time.monotonic()
         failed = await open_all(stack.client_port, subs, stats)
         elapsed = time.monotonic() - started

@@ -6,7 +6,9 @@ Listens on 127.0.0.1 only, clients and publishers alike; a deployment names the
 interfaces it wants (`--listen-address 0.0.0.0 --publish-address 10.0.0.5`).
 
 Renders deploy/pushpin/*.template into var/pushpin-<port>/ and runs Pushpin there
-(in the foreground; Ctrl-C stops it). Django must run with
+(in the foreground; Ctrl-C stops it). When Pushpin exits on its own, it is started
+again, as Debian's pushpin.service does (Restart=always): the streams it held end, and
+their clients resume from their cursors (Last-Event-ID). Django must run with
 GRIP_URL=http://127.0.0.1:<5561 + offset>?iss=pushpin&key=<same key>, which this
 script prints. Installs Debian's pushpin and zurl first when they are missing.
 """
@@ -14,8 +16,10 @@ script prints. Installs Debian's pushpin and zurl first when they are missing.
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +104,61 @@ def main() -> int:
     print(f"run_pushpin: clients connect to http://{args.listen_address}:{args.port}/", flush=True)
     publish_url = grip_url(args.port_offset, args.key, args.publish_address)
     print(f"run_pushpin: Django needs GRIP_URL={publish_url}", flush=True)
-    os.execvp("pushpin", ["pushpin", "--config", str(config), "--merge-output"])  # noqa: S606
+    return supervise(["pushpin", "--config", str(config), "--merge-output"])
+
+
+# As systemd does for Debian's pushpin.service (Restart=always): start again 100 ms
+# after an exit, and give up after 5 starts within 10 s (a configuration that cannot
+# start is not retried forever).
+RESTART_DELAY = 0.1
+RESTART_BURST, RESTART_INTERVAL = 5, 10.0
+
+
+def supervise(command: list[str]) -> int:
+    """Run Pushpin until this script is told to stop (SIGTERM, SIGINT), starting it
+    again whenever it exits on its own.
+
+    Why: Pushpin's runner stops all of its processes when one of them dies, and
+    Debian bookworm's connection manager (condure 1.9.1) can panic in a reconnect
+    storm (docs/SCALING.md, fourteenth session). A deployment runs Pushpin under a
+    supervisor for that; this launcher is the supervisor of the project's own runs,
+    so they recover the way a deployment does, and say so in the log."""
+    child: subprocess.Popen | None = None
+    stopping = False
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    starts: list[float] = []
+    while True:
+        starts = [t for t in starts if time.monotonic() - t < RESTART_INTERVAL]
+        if len(starts) >= RESTART_BURST:
+            print(
+                f"run_pushpin: pushpin exited {RESTART_BURST} times within"
+                f" {RESTART_INTERVAL:.0f} s; not starting it again",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
+        starts.append(time.monotonic())
+        if stopping:  # told to stop while waiting to start again
+            return 0
+        child = subprocess.Popen(command)  # noqa: S603 (our own config, no shell)
+        status = child.wait()
+        if stopping:
+            return status
+        print(
+            f"run_pushpin: pushpin exited unexpectedly (status {status});"
+            f" starting it again in {RESTART_DELAY:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(RESTART_DELAY)
 
 
 if __name__ == "__main__":

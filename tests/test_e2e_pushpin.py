@@ -275,6 +275,70 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+def pushpin_process(pushpin, name: str) -> int:
+    """The pid of one of Pushpin's processes (condure, zurl, ...) under the launcher."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1]
+            parents[int(entry.name)] = (comm, int(rest.split()[1]))
+    for pid, (comm, _) in parents.items():
+        ancestor = pid
+        while ancestor in parents and ancestor != pushpin.process.pid:
+            ancestor = parents[ancestor][1]
+        if comm == name and ancestor == pushpin.process.pid:
+            return pid
+    raise AssertionError(f"no {name} process under Pushpin's launcher")
+
+
+def test_a_pushpin_that_dies_is_started_again_and_its_streams_resume(pushpin_stack):
+    # Debian bookworm's connection manager (condure 1.9.1) can panic in a reconnect
+    # storm, and Pushpin's runner then stops all of its processes (docs/SCALING.md,
+    # fourteenth session). The launcher starts Pushpin again, as pushpin.service does;
+    # a client resumes from its cursor and misses nothing posted meanwhile.
+    import os
+    import signal
+
+    pushpin, first, _ = pushpin_stack
+    stream = SSEStream(f"{pushpin.url}/api/sse/stations/{A}/", headers=first.reader_headers)
+    stream.next_of("stream-open")
+    first.post(make_event(A))
+    cursor = stream.collect_log(2)[-1].id  # the notification, then its fault
+    assert cursor == f"{A}:2"
+
+    os.kill(pushpin_process(pushpin, "condure"), signal.SIGKILL)
+    assert stream.ended(timeout=15), "the stream Pushpin held did not end"
+    missed = make_event(A)
+    assert first.post(missed).status_code == 201  # Django takes it while Pushpin is down
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            resumed = SSEStream(
+                f"{pushpin.url}/api/sse/stations/{A}/",
+                headers={**first.reader_headers, "Last-Event-ID": cursor},
+            )
+            if resumed.status_code == 200:
+                break
+        except (httpx.HTTPError, TimeoutError):
+            pass
+        assert time.monotonic() < deadline, f"Pushpin did not come back:\n{pushpin.log()[-3000:]}"
+        time.sleep(0.2)
+    assert "run_pushpin: pushpin exited unexpectedly" in pushpin.log()
+    assert pushpin.process.poll() is None
+
+    replayed = resumed.collect("notification", 1)
+    assert [e.json()["id"] for e in replayed] == [missed["id"]]
+    live = make_event(A)
+    first.post(live)
+    assert resumed.next_of("notification").json()["id"] == live["id"]
+    assert resumed.quiet("notification", 0.5) == []
+
+
 def test_pushpin_listens_on_loopback_only(pushpin_stack):
     # Tests and launchers: clients and publishers on 127.0.0.1; a deployment opts into
     # other interfaces with run_pushpin.py --listen-address / --publish-address.
