@@ -90,12 +90,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far, from /proc (0 if it is gone)."""
+    """User + system CPU so far of one process and of its children that have exited
+    and been reaped, from /proc (0 if it is gone). With the reaped children, a tree
+    whose processes exit and start again (Pushpin under its launcher) is measured
+    whole, not less than it was at the start."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return sum(int(n) for n in fields[11:15]) / TICK
 
 
 def postgres_pids() -> list[int]:
@@ -336,6 +339,8 @@ class PushpinStack(MultiStack):
         if not exits:
             return ""
         why = next((line.strip() for line in log if "panicked at" in line), "no panic logged")
+        if any("not starting it again" in line for line in log):
+            return f" | pushpin exited {len(exits)} times and its launcher gave up (first: {why})"
         return f" | pushpin exited and was started again {len(exits)} times (first: {why})"
 
     def stop(self):

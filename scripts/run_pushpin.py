@@ -112,11 +112,16 @@ def main() -> int:
 # start is not retried forever).
 RESTART_DELAY = 0.1
 RESTART_BURST, RESTART_INTERVAL = 5, 10.0
+# Ctrl-C (and tests/services.py's stop) signal the whole process group, Pushpin
+# included; a second quit signal makes Pushpin's runner kill its services instead of
+# stopping them. So a stop signal is passed on only if Pushpin has not begun to stop
+# by then: when this launcher alone was signalled.
+FORWARD_AFTER = 2.0
 
 
 def supervise(command: list[str]) -> int:
     """Run Pushpin until this script is told to stop (SIGTERM, SIGINT), starting it
-    again whenever it exits on its own.
+    again whenever it exits on its own; SIGHUP (reload) is passed on.
 
     Why: Pushpin's runner stops all of its processes when one of them dies, and
     Debian bookworm's connection manager (condure 1.9.1) can panic in a reconnect
@@ -124,18 +129,24 @@ def supervise(command: list[str]) -> int:
     supervisor for that; this launcher is the supervisor of the project's own runs,
     so they recover the way a deployment does, and say so in the log."""
     child: subprocess.Popen | None = None
-    stopping = False
+    stop_signal: int | None = None
+    stop_at = 0.0
 
     def stop(signum, _frame):
-        nonlocal stopping
-        stopping = True
+        nonlocal stop_signal, stop_at
+        if stop_signal is None:
+            stop_signal, stop_at = signum, time.monotonic()
+
+    def reload(signum, _frame):
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     starts: list[float] = []
-    while True:
+    status = 0
+    while stop_signal is None:
         starts = [t for t in starts if time.monotonic() - t < RESTART_INTERVAL]
         if len(starts) >= RESTART_BURST:
             print(
@@ -144,13 +155,19 @@ def supervise(command: list[str]) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            return 1
+            return status or 1
         starts.append(time.monotonic())
-        if stopping:  # told to stop while waiting to start again
-            return 0
         child = subprocess.Popen(command)  # noqa: S603 (our own config, no shell)
-        status = child.wait()
-        if stopping:
+        forwarded = False
+        while (status := child.poll()) is None:
+            time.sleep(0.2)
+            late = stop_signal is not None and time.monotonic() - stop_at >= FORWARD_AFTER
+            if late and not forwarded:
+                child.send_signal(stop_signal)
+                forwarded = True
+        # A status below 0 is the signal that ended Pushpin; a shell says 128 + it.
+        status = 128 - status if status < 0 else status
+        if stop_signal is not None:
             return status
         print(
             f"run_pushpin: pushpin exited unexpectedly (status {status});"
@@ -159,6 +176,7 @@ def supervise(command: list[str]) -> int:
             flush=True,
         )
         time.sleep(RESTART_DELAY)
+    return status
 
 
 if __name__ == "__main__":

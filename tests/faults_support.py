@@ -711,7 +711,8 @@ def server_env(database_url: str, env: dict) -> dict:
     }
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
+    """The pids whose parent is `pid`, from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -749,7 +750,7 @@ class MultiWorkers:
         return self.log().count("Listening on")
 
     def worker_pids(self) -> list[int]:
-        return _children(self.process.pid)
+        return child_pids(self.process.pid)
 
     def wait_listening(self, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -205,13 +205,18 @@ class PushpinServer:
         import os as _os
         import signal as _signal
 
-        if self.process and self.process.poll() is None:
+        if self.process is None:
+            return
+        # The whole group, also when the launcher has already exited: Pushpin's
+        # processes may outlive it (a runner killed outright leaves its services).
+        try:
             _os.killpg(self.process.pid, _signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                _os.killpg(self.process.pid, _signal.SIGKILL)
-                self.process.wait(5)
+            self.process.wait(10)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            _os.killpg(self.process.pid, _signal.SIGKILL)
+            self.process.wait(5)
 
 
 def _root():
