@@ -74,6 +74,25 @@ def server(tmp_path):
     srv.stop()
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test databases; before they are dropped, the sessions that this
+    process's long-lived threads still hold are ended. The ingest writer and the stream
+    read threads keep their connection for the life of the process by design
+    (group_commit.py, cgm/db_pool.py), so on PostgreSQL the test database would
+    otherwise be "accessed by other users" and left behind."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture(scope="module")
 def pg_template():
     """A migrated PostgreSQL database with demo stations and keys, per test module."""
