@@ -12,6 +12,7 @@ change; the ingest numbers them after the group's notifications.
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from faults.models import EventRule, Fault, Severity
 from faults.rules import Rules
@@ -78,12 +79,12 @@ class Derived:
                 change.data["id"] = str(change.fault.pk)
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
+class Classified(NamedTuple):
     """What an event does by the rules: all of it that does not depend on what is
     stored. Worked out ahead on the request's thread (notifications/ingest/rows.py), so
     the part of the derivation that other writers wait for (the stations are locked
-    while it runs) is only the part that needs the stored state."""
+    while it runs) is only the part that needs the stored state. (A named tuple: built
+    for every event, in a third of a frozen dataclass's time.)"""
 
     key: tuple  # its fault's key
     effect: str  # EventRule.Effect

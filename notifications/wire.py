@@ -44,7 +44,10 @@ def notification_data(notification: Notification) -> dict:
     # (ingest), so this never queries.
     data = notification.__dict__.get("_wire_data")
     if data is None:
-        box, connector = notification.box, notification.connector
+        # An absent box or connector is known from its id: the descriptor of a null
+        # foreign key caches nothing, and worked its answer out anew at every read.
+        box = notification.box if notification.box_id is not None else None
+        connector = notification.connector if notification.connector_id is not None else None
         data = notification.__dict__["_wire_data"] = render_notification(
             notification,
             notification.station.code,

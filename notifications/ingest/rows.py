@@ -75,11 +75,9 @@ def _build(event: EventInput) -> Notification:
 
 
 def notification_frame(row: Notification) -> LiveEvent:
+    data = notification_data(row)
     return LiveEvent(
-        station_channel(row.station.code),
-        NOTIFICATION_EVENT,
-        encode_data(notification_data(row)),
-        row.seq,
+        station_channel(data["stationId"]), NOTIFICATION_EVENT, encode_data(data), row.seq
     )
 
 
