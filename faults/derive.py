@@ -139,9 +139,15 @@ def derive(events, state: CurrentState, rules: Rules) -> Derived:
     """`events`: the group's new events in log order, prepared (each with its row,
     stamped with its receive time, and its Classified)."""
     derivation = _Derivation(state, rules)
+    apply = derivation.apply
     for event in events:
-        derivation.apply(event.row, event.classified)
+        apply(event.row, event.classified)
     return derivation.finish()
+
+
+# The effects as plain strings: compared for every event, with the stations locked.
+_CLEAR = EventRule.Effect.CLEAR.value
+_FAULT = EventRule.Effect.FAULT.value
 
 
 class _Derivation:
@@ -173,18 +179,18 @@ class _Derivation:
         at = _event_time(row)
         if row.box_id is not None:
             self._heard_from_box(row)
-        if classified.status:
-            self._set_status(row, classified.status, at)
-        effect = classified.effect
-        if effect == EventRule.Effect.CLEAR:
-            fault = self.faults.get(classified.key)
+        key, effect, status, severity = classified
+        if status:
+            self._set_status(row, status, at)
+        if effect == _FAULT:
+            self._fire(key, row, at, severity)
+        elif effect == _CLEAR:
+            fault = self.faults.get(key)
             # A clearing report older than the fault's latest firing is stale: the
             # fault fired again after it, so it stays open.
             if fault is not None and at >= fault.last_seen:
                 self._attach(fault, row)
                 self._resolve(fault, f"event:{row.message_id}", at)
-        elif effect == EventRule.Effect.FAULT:
-            self._fire(classified.key, row, at, classified.severity)
 
     def _heard_from_box(self, row: Notification) -> None:
         heard = self.result.heard_boxes
@@ -238,14 +244,20 @@ class _Derivation:
             self.faults[key] = fault
             self.new_faults.append(fault)
         else:
-            self._attach(fault, row)
+            # A raise: the commonest change of a busy group, so spelled out here.
+            if id(fault) not in self._attached:
+                self._attach(fault, row)
             fault.occurrences += 1
-            fault.last_seen = max(fault.last_seen, at)
-            fault.first_seen = min(fault.first_seen, at)
+            if at > fault.last_seen:
+                fault.last_seen = at
+            if at < fault.first_seen:
+                fault.first_seen = at
             if explicit:
                 fault.severity = explicit
-            self._changed(fault)
-            self._record_raise(fault)
+            if fault.id is not None:
+                self.changed_faults[fault.id] = fault
+            if id(fault) not in self._pending_raise:
+                self._record_raise(fault)
             return
         self._record(fault)
 

@@ -12,7 +12,9 @@ def fault_data(fault) -> dict:
     # fault (a batch raises one fault hundreds of times).
     key = fault.__dict__.get("_wire_key")
     if key is None:
-        box, connector = fault.box, fault.connector
+        # A null box or connector known from its id (notifications/wire.py says why).
+        box = fault.box if fault.box_id is not None else None
+        connector = fault.connector if fault.connector_id is not None else None
         key = fault.__dict__["_wire_key"] = {
             "stationId": fault.station.code,
             "boxId": box.code if box is not None else None,
@@ -21,7 +23,7 @@ def fault_data(fault) -> dict:
             "code": fault.code or None,
         }
     return {
-        "id": str(fault.pk) if fault.pk is not None else None,
+        "id": str(fault.id) if fault.id is not None else None,
         **key,
         "severity": fault.severity,
         "state": fault.state,
