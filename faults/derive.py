@@ -244,20 +244,18 @@ class _Derivation:
             self.faults[key] = fault
             self.new_faults.append(fault)
         else:
-            # A raise: the commonest change of a busy group, so spelled out here.
-            if id(fault) not in self._attached:
-                self._attach(fault, row)
+            self._attach(fault, row)
             fault.occurrences += 1
+            # (Comparisons rather than max() and min(): the same answer, ties included,
+            # without two calls for every raise.)
             if at > fault.last_seen:
                 fault.last_seen = at
             if at < fault.first_seen:
                 fault.first_seen = at
             if explicit:
                 fault.severity = explicit
-            if fault.id is not None:
-                self.changed_faults[fault.id] = fault
-            if id(fault) not in self._pending_raise:
-                self._record_raise(fault)
+            self._changed(fault)
+            self._record_raise(fault)
             return
         self._record(fault)
 

@@ -12,7 +12,8 @@ def fault_data(fault) -> dict:
     # fault (a batch raises one fault hundreds of times).
     key = fault.__dict__.get("_wire_key")
     if key is None:
-        # A null box or connector known from its id (notifications/wire.py says why).
+        # A null box or connector known from its id (notifications/wire.py says why: the
+        # faults are read afresh for every group, so each read here is a first one).
         box = fault.box if fault.box_id is not None else None
         connector = fault.connector if fault.connector_id is not None else None
         key = fault.__dict__["_wire_key"] = {

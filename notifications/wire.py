@@ -44,8 +44,9 @@ def notification_data(notification: Notification) -> dict:
     # (ingest), so this never queries.
     data = notification.__dict__.get("_wire_data")
     if data is None:
-        # An absent box or connector is known from its id: the descriptor of a null
-        # foreign key caches nothing, and worked its answer out anew at every read.
+        # An absent box or connector is known from its id. The descriptor's first read
+        # of a null foreign key works its None out through a cache miss (an exception),
+        # and a new row's data is rendered at its first read: that was most of its cost.
         box = notification.box if notification.box_id is not None else None
         connector = notification.connector if notification.connector_id is not None else None
         data = notification.__dict__["_wire_data"] = render_notification(

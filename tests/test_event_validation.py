@@ -1,5 +1,6 @@
-"""The ingest's validation takes common strings without running DRF's fields
-(notifications/serializers.py, _plain_string); every answer must still be DRF's own."""
+"""The ingest's validation takes common strings, and skips absent optional fields,
+without running DRF's fields (notifications/ingest/validation.py, _check_event); every
+answer must still be DRF's own."""
 
 import io
 
@@ -37,7 +38,10 @@ def equipment():
 
 
 def values(event) -> tuple:
-    return event.message_id, event.fault_type, event.action, event.message, event.code
+    return (
+        event.message_id, event.station, event.box, event.connector, event.fault_type,
+        event.action, event.message, event.code, event.occurred_at, event.extra,
+    )  # fmt: skip
 
 
 def drf_answer(raw: dict):
