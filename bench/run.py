@@ -49,6 +49,7 @@ from tests.services import (  # noqa: E402
     PushpinServer,
     RedisServer,
     create_pg_database,
+    descendant_pids,
     drop_pg_database,
     pg_connections,
     pg_url,
@@ -61,7 +62,7 @@ SERVER_ENV = {"CGM_INGEST_RATE": "1000000/s", "LOG_LEVEL": "WARNING"}
 def proc_status(pid: int) -> tuple[int, int]:
     """(RSS KiB, threads) of a process and its children, from /proc."""
     rss = threads = 0
-    for p in [pid, *children(pid)]:
+    for p in [pid, *descendant_pids(pid)]:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -71,19 +72,6 @@ def proc_status(pid: int) -> tuple[int, int]:
         except FileNotFoundError:
             pass
     return rss, threads
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    try:
-        for entry in Path(f"/proc/{pid}/task").iterdir():
-            kids = (entry / "children").read_text().split()
-            for kid in kids:
-                found.append(int(kid))
-                found.extend(children(int(kid)))
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return found
 
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -115,7 +103,7 @@ def postgres_pids() -> list[int]:
 
 def tree_cpu_seconds(pids: list[int]) -> float:
     """CPU so far of some processes and all their children."""
-    return sum(cpu_seconds(p) for pid in pids for p in [pid, *children(pid)])
+    return sum(cpu_seconds(p) for pid in pids for p in [pid, *descendant_pids(pid)])
 
 
 class CpuMeter:

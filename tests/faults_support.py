@@ -46,7 +46,7 @@ import httpx
 
 from bench.loadgen import RawPoster, Stats, Subscriber, _SSEProtocol
 from tests.server import ROOT, PreparedDatabase, free_port
-from tests.services import unavailable
+from tests.services import child_pids, unavailable
 
 STATIONS = [f"ST{n:03d}" for n in range(1, 11)]
 OK = (200, 201)
@@ -709,22 +709,6 @@ def server_env(database_url: str, env: dict) -> dict:
         "PYTHONUNBUFFERED": "1",
         **env,
     }
-
-
-def child_pids(pid: int) -> list[int]:
-    """The pids whose parent is `pid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 class MultiWorkers:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -217,6 +218,31 @@ class PushpinServer:
         except subprocess.TimeoutExpired:
             _os.killpg(self.process.pid, _signal.SIGKILL)
             self.process.wait(5)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (each of its threads' children, from /proc); none
+    once it is gone."""
+    found = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    for task in tasks:
+        try:
+            found.extend(int(kid) for kid in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return sorted(found)
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Every process under `pid`: its children, theirs, and so on."""
+    found = []
+    for kid in child_pids(pid):
+        found.append(kid)
+        found.extend(descendant_pids(kid))
+    return found
 
 
 def _root():

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import make_event
-from tests.faults_support import child_pids
 from tests.server import DaphneServer
-from tests.services import PushpinServer
+from tests.services import PushpinServer, descendant_pids
 from tests.sse import SSEStream, every_event_counted, positions_per_station
 
 pytestmark = pytest.mark.e2e
@@ -279,12 +278,9 @@ def listening_addresses(port: int) -> set[str]:
 def pushpin_process(pushpin, *names: str) -> int:
     """The pid of one of Pushpin's processes (condure, zurl, ...) under its launcher:
     the first found with one of `names`."""
-    pending = [pushpin.process.pid]
-    while pending:
-        for pid in child_pids(pending.pop()):
-            if Path(f"/proc/{pid}/comm").read_text().strip() in names:
-                return pid
-            pending.append(pid)
+    for pid in descendant_pids(pushpin.process.pid):
+        if Path(f"/proc/{pid}/comm").read_text().strip() in names:
+            return pid
     raise AssertionError(f"no {' or '.join(names)} process under Pushpin's launcher")
 
 
