@@ -10,6 +10,7 @@ pass of `make test` (DATABASE_URL set to PostgreSQL).
 import json
 import threading
 import time
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -299,6 +300,48 @@ def test_ids_repeated_across_a_group_and_already_stored_ones_are_answered_from_t
     assert result[1][0].notification.station.code == "ST001"
     assert result[1][0].notification.seq == 1
     assert result[2][0].notification is result[0][0].notification
+
+
+def test_every_column_reads_back_from_the_table_as_it_was_sent():
+    """The group goes to PostgreSQL as one JSON object of columns (ingest/postgresql.py
+    _group_json): every value, whatever its characters, comes back from the table as it
+    was validated, absent ones as NULL or empty, in arrival order."""
+    awkward = "quote ' double \" backslash \\ newline \n tab \t ünïcödé 充電 😀 %s $1"
+    station_wide = make_event("ST002", boxId=..., connectorId=..., message=...)
+    everything = make_event(
+        "ST001",
+        id="id with ' and \" and \\",
+        message=awkward,
+        code="E'1\\",
+        faultType='TYPE "x"',
+        action="ACT\nION",
+        timestamp="2026-11-30T10:00:00.123456+08:00",
+        vendor={"ñame": None, "nested": [None, {"k": 'v"q'}], "empty": ""},
+        reading=None,
+    )
+    notification_ingest_group([events_for(station_wide, everything)], publish=lambda frames: None)
+
+    rows = {
+        row["message_id"]: row
+        for row in Notification.objects.values(
+            "message_id", "station__code", "box_id", "connector_id", "seq", "fault_type",
+            "action", "message", "code", "occurred_at", "extra", "payload",
+        )
+    }  # fmt: skip
+    wide = rows[station_wide["id"]]
+    assert (wide["station__code"], wide["box_id"], wide["connector_id"]) == ("ST002", None, None)
+    assert (wide["message"], wide["code"], wide["occurred_at"]) == ("", "", None)
+    assert wide["payload"] == station_wide
+
+    full = rows[everything["id"]]
+    assert full["station__code"] == "ST001" and full["box_id"] is not None
+    assert full["connector_id"] is not None
+    assert (full["fault_type"], full["action"]) == (everything["faultType"], everything["action"])
+    assert (full["message"], full["code"]) == (awkward, "E'1\\")
+    assert full["occurred_at"] == datetime(2026, 11, 30, 2, 0, 0, 123456, tzinfo=UTC)
+    assert full["extra"] == {"vendor": everything["vendor"], "reading": None}
+    assert full["payload"] == everything
+    assert (wide["seq"], full["seq"]) == (1, 1)  # each the first of its station's log
 
 
 def test_publish_runs_after_the_rows_are_visible_to_other_connections():

@@ -213,12 +213,14 @@ SELECT message_id, seq, id FROM inserted
 
 def _group_json(events: list[EventInput]) -> Jsonb:
     """_INGEST's events: one JSON object of columns (one array per column, in arrival
-    order), encoded by the json module's C encoder in one call. Sent as eleven array
-    parameters, psycopg dumped them element by element in Python: the largest cost of
-    the writer's own (docs/PERFORMANCE.md, issue 11). As an array of row objects, every
-    row repeated the eleven column names for PostgreSQL to parse and look up: by columns
-    the statement costs it 8 % less CPU on a group of 400 events (10.5 against 11.4 ms,
-    docs/PERFORMANCE.md, sixteenth session), and the JSON is 40 % shorter."""
+    order), encoded by the json module's C encoder in one call. (Until issue 11 they
+    went as eleven array parameters, which psycopg dumped element by element in Python:
+    the largest cost of the writer's own, docs/PERFORMANCE.md.) An array of row objects
+    repeated the eleven column names in every row for PostgreSQL to parse and look up:
+    by columns the statement costs it 8 % less CPU on the bench's group of 400 events
+    (10.5 against 11.4 ms, docs/PERFORMANCE.md, sixteenth session), and the JSON is 42 %
+    shorter. Every array holds one value per event (the statement pairs them by position);
+    extra and payload are objects, never None (validation.py)."""
     return Jsonb(
         {
             "station_id": [e.station.pk for e in events],
