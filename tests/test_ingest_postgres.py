@@ -305,7 +305,8 @@ def test_ids_repeated_across_a_group_and_already_stored_ones_are_answered_from_t
 def test_every_column_reads_back_from_the_table_as_it_was_sent():
     """The group goes to PostgreSQL as one JSON object of columns (ingest/postgresql.py
     _group_json): every value, whatever its characters, comes back from the table as it
-    was validated, absent ones as NULL or empty, in arrival order."""
+    was validated, absent ones as NULL or empty. (Arrival order within a station:
+    tests/test_ingest.py's batch test.)"""
     awkward = "quote ' double \" backslash \\ newline \n tab \t ünïcödé 充電 😀 %s $1"
     station_wide = make_event("ST002", boxId=..., connectorId=..., message=...)
     everything = make_event(
