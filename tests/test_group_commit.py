@@ -13,8 +13,9 @@ import time
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, OperationalError, connection, connections, transaction
 
+from cgm import db_health
 from notifications.ingest import group_commit
 from notifications.ingest.group_commit import GroupCommitter
 from notifications.ingest.validation import validate_events
@@ -385,6 +386,91 @@ def test_a_group_whose_transaction_fails_once_is_stored_request_by_request(
         ("ST001", 3, "y1"),
         ("ST002", 1, "z1"),
     ]
+
+
+@pytest.fixture
+def breaker(monkeypatch, settings):
+    """cgm/db_health.py's breaker, closed at the start and put back after the test; once
+    opened, it stays open for the test's length (request it after `committer`). Records
+    the requests stored one by one."""
+    monkeypatch.setattr(db_health, "_open_until", 0.0)
+    monkeypatch.setattr(db_health, "_last_error", None)
+    settings.CGM_DB_RETRY_SECONDS = 60
+    alone = []
+    real_alone = group_commit.notification_ingest
+
+    def record_alone(*, events, publish):
+        alone.append([e.message_id for e in events])
+        return real_alone(events=events, publish=publish)
+
+    monkeypatch.setattr(group_commit, "notification_ingest", record_alone)
+    yield alone
+    # Closed again before the committer's own teardown stores through its writer.
+    monkeypatch.setattr(db_health, "_open_until", 0.0)
+
+
+def test_a_group_meeting_the_open_breaker_gets_its_error_at_once_nothing_tried(
+    committer, breaker, monkeypatch
+):
+    """The database went away while the writer was busy: the group queued meanwhile is
+    answered at once (503), not stored request by request, each waiting for the pool."""
+    tried = []
+
+    def database_goes_away(requests, publish):
+        tried.append(len(requests))
+        raise OperationalError("simulated: connection refused")
+
+    monkeypatch.setattr(group_commit, "notification_ingest_group", database_goes_away)
+    results, groups = queue_behind_a_busy_writer(
+        committer,
+        monkeypatch,
+        {
+            "x": events_for(make_event("ST001", id="x1")),
+            "y": events_for(make_event("ST002", id="y1")),
+        },
+    )
+
+    assert tried == [1]  # the holder's group alone reached the database
+    assert groups == [[["holds-the-writer"]]]
+    assert breaker == []
+    assert isinstance(results["holder"], OperationalError)
+    assert isinstance(results["x"], db_health.DatabaseAwayError)
+    assert isinstance(results["y"], db_health.DatabaseAwayError)
+    assert Notification.objects.count() == 0
+
+
+def test_storing_one_by_one_stops_trying_once_the_database_is_away(committer, breaker, monkeypatch):
+    """A group's transaction failed (no request's fault), and then the first request
+    stored alone finds the database gone: the others get that at once."""
+
+    def fails_for_groups(requests, publish):
+        if len(requests) > 1:
+            raise IntegrityError("simulated: the group's transaction failed")
+        return real_group(requests, publish)
+
+    def database_gone(*, events, publish):
+        breaker.append([e.message_id for e in events])
+        raise OperationalError("simulated: connection refused")
+
+    real_group = group_commit.notification_ingest_group
+    monkeypatch.setattr(group_commit, "notification_ingest_group", fails_for_groups)
+    monkeypatch.setattr(group_commit, "notification_ingest", database_gone)
+    results, _ = queue_behind_a_busy_writer(
+        committer,
+        monkeypatch,
+        {
+            "x": events_for(make_event("ST001", id="x1")),
+            "y": events_for(make_event("ST001", id="y1")),
+            "z": events_for(make_event("ST002", id="z1")),
+        },
+    )
+
+    assert breaker == [["x1"]]
+    assert isinstance(results["x"], OperationalError)
+    assert not isinstance(results["x"], db_health.DatabaseAwayError)
+    assert isinstance(results["y"], db_health.DatabaseAwayError)
+    assert isinstance(results["z"], db_health.DatabaseAwayError)
+    assert ids(results["holder"]) == ["holds-the-writer"]
 
 
 def test_a_lone_request_that_fails_gets_its_exception_and_the_writer_goes_on(

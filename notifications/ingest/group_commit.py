@@ -129,8 +129,9 @@ class GroupCommitter:
         return group
 
     def _commit(self, group: list[_Request]) -> None:
+        if _database_away(group):
+            return
         try:
-            db_health.check()
             for request, stored in zip(
                 group,
                 notification_ingest_group([r.events for r in group], self._publisher.publish_later),
@@ -151,13 +152,30 @@ class GroupCommitter:
                 return
             logger.warning("group of %d ingests failed (%r); storing each alone", len(group), exc)
         for request in group:
+            if _database_away([request]):
+                continue  # a connection failure of this loop opened the breaker
             try:
                 request.stored = notification_ingest(
                     events=request.events, publish=self._publisher.publish_later
                 )
             except Exception as exc:
                 _drop_connection()
+                db_health.failed(exc)
                 request.error = exc
+
+
+def _database_away(requests: list[_Request]) -> bool:
+    """While the database is known to be away (cgm/db_health.py): every request gets
+    that error at once (503 with Retry-After), nothing tried. Not a failure of the
+    group: storing its requests one by one would make each wait for the database's
+    pool again (DB_POOL_TIMEOUT apiece, seen as a 3 s answer to a post)."""
+    try:
+        db_health.check()
+    except db_health.DatabaseAwayError as exc:
+        for request in requests:
+            request.error = exc
+        return True
+    return False
 
 
 def _drop_connection() -> None:
