@@ -333,7 +333,7 @@ def test_a_request_failing_at_the_database_gets_its_own_error_and_its_group_is_s
 
 
 def test_a_group_whose_transaction_fails_once_is_stored_request_by_request(
-    committer, published, monkeypatch
+    committer, published, stored_alone, monkeypatch
 ):
     """A failure that is no request's fault (a duplicate id raced in from another
     process, say): every request of the group is still stored and answered."""
@@ -346,14 +346,6 @@ def test_a_group_whose_transaction_fails_once_is_stored_request_by_request(
             raise IntegrityError("simulated: the group's transaction failed")
         return real(requests, publish)
 
-    alone = []
-    real_alone = group_commit.notification_ingest
-
-    def record_alone(*, events, publish):
-        alone.append([e.message_id for e in events])
-        return real_alone(events=events, publish=publish)
-
-    monkeypatch.setattr(group_commit, "notification_ingest", record_alone)
     # Patched under the helper's hold-the-writer wrapper.
     monkeypatch.setattr(group_commit, "notification_ingest_group", fails_for_groups)
     results, groups = queue_behind_a_busy_writer(
@@ -368,7 +360,7 @@ def test_a_group_whose_transaction_fails_once_is_stored_request_by_request(
 
     assert groups[1] == [["x1", "x2"], ["y1"], ["z1"]]
     assert attempts == [1, 3]
-    assert alone == [["x1", "x2"], ["y1"], ["z1"]]
+    assert stored_alone == [["x1", "x2"], ["y1"], ["z1"]]
     assert {name: ids(rows) for name, rows in results.items()} == {
         "holder": ["holds-the-writer"],
         "x": ["x1", "x2"],
@@ -389,13 +381,9 @@ def test_a_group_whose_transaction_fails_once_is_stored_request_by_request(
 
 
 @pytest.fixture
-def breaker(monkeypatch, settings):
-    """cgm/db_health.py's breaker, closed at the start and put back after the test; once
-    opened, it stays open for the test's length (request it after `committer`). Records
-    the requests stored one by one."""
-    monkeypatch.setattr(db_health, "_open_until", 0.0)
-    monkeypatch.setattr(db_health, "_last_error", None)
-    settings.CGM_DB_RETRY_SECONDS = 60
+def stored_alone(monkeypatch):
+    """The requests the committer stores one by one (after their group failed), each as
+    its message ids."""
     alone = []
     real_alone = group_commit.notification_ingest
 
@@ -404,13 +392,23 @@ def breaker(monkeypatch, settings):
         return real_alone(events=events, publish=publish)
 
     monkeypatch.setattr(group_commit, "notification_ingest", record_alone)
-    yield alone
+    return alone
+
+
+@pytest.fixture
+def breaker(monkeypatch, settings):
+    """cgm/db_health.py's breaker, closed at the start and put back after the test; once
+    opened, it stays open for the test's length (request it after `committer`)."""
+    monkeypatch.setattr(db_health, "_open_until", 0.0)
+    monkeypatch.setattr(db_health, "_last_error", None)
+    settings.CGM_DB_RETRY_SECONDS = 60
+    yield
     # Closed again before the committer's own teardown stores through its writer.
     monkeypatch.setattr(db_health, "_open_until", 0.0)
 
 
 def test_a_group_meeting_the_open_breaker_gets_its_error_at_once_nothing_tried(
-    committer, breaker, monkeypatch
+    committer, breaker, stored_alone, monkeypatch
 ):
     """The database went away while the writer was busy: the group queued meanwhile is
     answered at once (503), not stored request by request, each waiting for the pool."""
@@ -432,7 +430,7 @@ def test_a_group_meeting_the_open_breaker_gets_its_error_at_once_nothing_tried(
 
     assert tried == [1]  # the holder's group alone reached the database
     assert groups == [[["holds-the-writer"]]]
-    assert breaker == []
+    assert stored_alone == []
     assert isinstance(results["holder"], OperationalError)
     assert isinstance(results["x"], db_health.DatabaseAwayError)
     assert isinstance(results["y"], db_health.DatabaseAwayError)
@@ -448,8 +446,10 @@ def test_storing_one_by_one_stops_trying_once_the_database_is_away(committer, br
             raise IntegrityError("simulated: the group's transaction failed")
         return real_group(requests, publish)
 
+    tried_alone = []
+
     def database_gone(*, events, publish):
-        breaker.append([e.message_id for e in events])
+        tried_alone.append([e.message_id for e in events])
         raise OperationalError("simulated: connection refused")
 
     real_group = group_commit.notification_ingest_group
@@ -465,7 +465,7 @@ def test_storing_one_by_one_stops_trying_once_the_database_is_away(committer, br
         },
     )
 
-    assert breaker == [["x1"]]
+    assert tried_alone == [["x1"]]
     assert isinstance(results["x"], OperationalError)
     assert not isinstance(results["x"], db_health.DatabaseAwayError)
     assert isinstance(results["y"], db_health.DatabaseAwayError)
