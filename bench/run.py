@@ -18,11 +18,15 @@ Scenarios:
              Daphne workers and 16 posters as `ingest`, and a pure-Python loop; what
              any Daphne app can reach on this machine (not part of the default run)
 
+`--serve ingest` holds the ingest scenario's servers up for bench/compare.py, which
+compares two checkouts' ingest in one run.
+
 Load generator and servers share the machine (2 cores here): figures are for that.
 """
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import subprocess
@@ -132,22 +136,33 @@ class CpuMeter:
             "time": time.monotonic(),
         }
 
-    def report(self, events: int, unit: str = "event") -> str:
-        """CPU per `unit` (an event posted, a stream opened) since the meter started."""
+    def spent(self) -> dict[str, float]:
+        """CPU seconds spent since the meter started, by whom; `time` is the wall time."""
         end, start = self._sample(), self.start
         postgres = sum(
             cpu - start["postgres"].get(pid, 0.0) for pid, cpu in end["postgres"].items()
         )
-        spent = {
+        return {
             "django": end["django"] - start["django"],
             **({"pushpin": end["proxy"] - start["proxy"]} if self.proxy_pids else {}),
             "postgres": postgres,
             "loadgen": end["loadgen"] - start["loadgen"],
             "machine": end["machine"] - start["machine"],
+            "time": end["time"] - start["time"],
         }
-        per_event = " ".join(f"{k}={v / max(1, events) * 1e6:.0f}us" for k, v in spent.items())
-        cores = spent["machine"] / (end["time"] - start["time"])
-        return f"cpu/{unit} {per_event} (machine busy {cores:.2f} of {os.cpu_count()} cores)"
+
+    def report(self, events: int, unit: str = "event") -> str:
+        """CPU per `unit` (an event posted, a stream opened) since the meter started."""
+        return cpu_line(self.spent(), events, unit)
+
+
+def cpu_line(spent: dict[str, float], events: int, unit: str = "event") -> str:
+    """`cpu/event django=...us ... (machine busy X of N cores)` from CpuMeter.spent()."""
+    per_event = " ".join(
+        f"{k}={v / max(1, events) * 1e6:.0f}us" for k, v in spent.items() if k != "time"
+    )
+    cores = spent["machine"] / spent["time"]
+    return f"cpu/{unit} {per_event} (machine busy {cores:.2f} of {os.cpu_count()} cores)"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -525,22 +540,11 @@ def failure_reasons(subs, stats) -> str:
 
 
 async def ingest_scenario(stack: Stack, args) -> list[str]:
-    codes = [f"ST{n:03d}" for n in range(1, args.stations + 1)]
-    headers = {"Authorization": f"Bearer {stack.ingest_key}"}
     lines = []
     for batch in (1, 100):
         stats = Stats()
         cpu = CpuMeter(stack.django_pids)
-        elapsed = await post_flat_out(
-            stack.ingest_port,
-            headers,
-            stats,
-            posters=16,
-            duration=args.duration,
-            stations=codes,
-            batch=batch,
-            prefix=f"ingest{batch}-{int(time.time())}",
-        )
+        elapsed = await post_ingest(stack.ingest_port, stack.ingest_key, stats, args, batch)
         lines.append(
             f"ingest(batch={batch}): posters=16 duration={elapsed:.1f}s "
             f"accepted={stats.accepted} ({stats.accepted / elapsed:.0f} events/s) "
@@ -549,6 +553,34 @@ async def ingest_scenario(stack: Stack, args) -> list[str]:
             f"{cpu.report(stats.accepted)}"
         )
     return lines
+
+
+async def post_ingest(port: int, key: str, stats: Stats, args, batch: int) -> float:
+    """The ingest scenario's load (also bench/compare.py's): 16 posters flat out for
+    args.duration seconds, events spread over the stations; returns the seconds taken."""
+    return await post_flat_out(
+        port,
+        {"Authorization": f"Bearer {key}"},
+        stats,
+        posters=16,
+        duration=args.duration,
+        stations=station_codes(args),
+        batch=batch,
+        prefix=f"ingest{batch}-{time.time_ns()}",
+    )
+
+
+def serve_ingest(args) -> None:
+    """`--serve ingest`: the ingest scenario's servers, held up for bench/compare.py
+    (which posts to them from another process): one JSON line says where they are;
+    they stop when standard input closes."""
+    stack = MultiStack(Path(tempfile.mkdtemp(prefix="cgm-bench-serve-")), args.stations)
+    try:
+        where = {"port": stack.ingest_port, "key": stack.ingest_key, "pids": stack.django_pids}
+        print(json.dumps(where), flush=True)
+        sys.stdin.read()
+    finally:
+        stack.stop()
 
 
 async def calibrate_scenario(stack: Stack, args) -> list[str]:
@@ -664,6 +696,7 @@ def main():
     parser.add_argument("--duration", type=float)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--no-storm", action="store_true")
+    parser.add_argument("--serve", action="store_true", help="(ingest) for bench/compare.py")
     options = parser.parse_args()
     unknown = [name for name in options.scenarios if name not in DEFAULTS]
     if unknown:
@@ -672,15 +705,25 @@ def main():
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if options.serve:
+        if options.scenarios != ["ingest"]:
+            parser.error("--serve holds up the ingest scenario's servers only: --serve ingest")
+        serve_ingest(scenario_args("ingest", options))
+        return
     print(f"# bench on {os.cpu_count()} cores, nofile={hard}, {time.strftime('%Y-%m-%d %H:%M')}")
     for name in options.scenarios or DEFAULT_RUN:
-        args = argparse.Namespace(**{**DEFAULTS[name], "storm": False, "batch": options.batch})
-        args.storm = DEFAULTS[name].get("storm", False) and not options.no_storm
-        for key in ("subscribers", "stations", "rate", "duration"):
-            if getattr(options, key) is not None:
-                setattr(args, key, getattr(options, key))
-        for line in run(name, args):
+        for line in run(name, scenario_args(name, options)):
             print(line, flush=True)
+
+
+def scenario_args(name: str, options: argparse.Namespace) -> argparse.Namespace:
+    """A scenario's sizes: its defaults, with whatever the command line set."""
+    args = argparse.Namespace(**{**DEFAULTS[name], "storm": False, "batch": options.batch})
+    args.storm = DEFAULTS[name].get("storm", False) and not options.no_storm
+    for key in ("subscribers", "stations", "rate", "duration"):
+        if getattr(options, key, None) is not None:
+            setattr(args, key, getattr(options, key))
+    return args
 
 
 if __name__ == "__main__":
